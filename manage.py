@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""One entry point for everything around the Function App.
+
+    python3 manage.py run          install what is missing, start Azurite and the local identity,
+                                   load the sample data, serve the functions on :7071
+    python3 manage.py test         install what is missing, then lint, type-check and test
+
+and the tools they are built from: setup, serve, authority, azurite, load, mint-token.
+Each subcommand has --help. Only the standard library is needed to start: the first call creates
+.venv, installs requirements-dev.txt into it and `npm ci`s Azurite, then re-runs itself there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_PYTHON = VENV / "bin" / "python"
+LOCAL = ROOT / ".local"
+SAMPLE_DATA = ROOT / "sample_data" / "insights.jsonl"
+IDENTITY_KEY = LOCAL / "identity" / "signing-key.pem"
+
+
+# ---- bootstrap (standard library only) -----------------------------------------------------------
+
+
+def _digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _stamp_current(stamp: Path, digest: str) -> bool:
+    return stamp.exists() and stamp.read_text() == digest
+
+
+def setup(quiet: bool = False) -> None:
+    """Create .venv and install pinned Python packages and Azurite, when they changed."""
+    if not VENV_PYTHON.exists():
+        print("creating .venv", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    py_digest = _digest(ROOT / "requirements.txt", ROOT / "requirements-dev.txt")
+    py_stamp = VENV / ".requirements.sha256"
+    if not _stamp_current(py_stamp, py_digest):
+        print("installing Python packages into .venv", flush=True)
+        subprocess.run(
+            [str(VENV_PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", "requirements-dev.txt"],
+            cwd=ROOT,
+            check=True,
+        )
+        py_stamp.write_text(py_digest)
+    node_digest = _digest(ROOT / "package.json", ROOT / "package-lock.json")
+    node_stamp = ROOT / "node_modules" / ".package-lock.sha256"
+    if not _stamp_current(node_stamp, node_digest):
+        print("installing Azurite (npm ci)", flush=True)
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT, check=True)
+        node_stamp.write_text(node_digest)
+
+
+def _in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def _reexec_in_venv(argv: list[str]) -> None:
+    setup()
+    os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(ROOT / "manage.py"), *argv])
+
+
+# ---- settings for local runs ----------------------------------------------------------------------
+
+
+def local_values() -> dict[str, str]:
+    """The `Values` of local.settings.json (or the sample), as `func start` would read them."""
+    path = ROOT / "local.settings.json"
+    if not path.exists():
+        path = ROOT / "local.settings.sample.json"
+    return {k: str(v) for k, v in json.loads(path.read_text())["Values"].items()}
+
+
+def apply_local_settings() -> None:
+    """Fill settings missing from the environment from the local settings file."""
+    for name, value in local_values().items():
+        os.environ.setdefault(name, value)
+
+
+# ---- commands (run inside .venv) -----------------------------------------------------------------
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    steps = [
+        [sys.executable, "-m", "ruff", "check", "."],
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+        [sys.executable, "-m", "mypy"],
+        [sys.executable, "-m", "pytest", *args.pytest_args],
+    ]
+    if args.quick:
+        steps = steps[-1:]
+    for step in steps:
+        print("$", " ".join(Path(step[0]).name if i == 0 else s for i, s in enumerate(step)), flush=True)
+        code = subprocess.run(step, cwd=ROOT).returncode
+        if code:
+            return code
+    return 0
+
+
+def _authority(port: int) -> object:
+    from devhost.identity import LocalAuthority, SigningKey
+
+    return LocalAuthority([SigningKey.load_or_create(IDENTITY_KEY)], port=port).start()
+
+
+def cmd_authority(args: argparse.Namespace) -> int:
+    authority = _authority(args.port)
+    print(f"local identity serving on {authority.url} (metadata: {authority.url}/common/v2.0/.well-known/openid-configuration)")  # type: ignore[attr-defined]
+    _wait_forever()
+    return 0
+
+
+def cmd_azurite(args: argparse.Namespace) -> int:
+    from devhost.azurite import Azurite
+
+    location = None if args.in_memory else LOCAL / "azurite"
+    azurite = Azurite(port=args.port, location=location).start()
+    print(f"Azurite Table service on 127.0.0.1:{azurite.port}")
+    try:
+        _wait_forever()
+    finally:
+        azurite.stop()
+    return 0
+
+
+def _wait_forever() -> None:
+    import threading
+
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    apply_local_settings()
+    _configure_logging(args.log_level)
+    from devhost.server import DevHost
+    from function_app import app
+
+    host = DevHost(app, host=args.host, port=args.port)
+    print(f"serving {len(host.routes)} functions on {host.base_url}:")
+    for route in host.routes:
+        print(f"  {'/'.join(sorted(route.methods)):5} {host.base_url}/{route.template}")
+    try:
+        host.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _load_file(path: Path, skip_bad: bool, dry_run: bool) -> int:
+    from shared.documents import parse_jsonl
+    from shared.ingest import write_documents
+    from shared.settings import get_settings
+    from shared.store import InsightsStore, build_table_client
+
+    import extensions  # noqa: F401 - registers the extension points the documents name
+
+    good = []
+    bad = 0
+    with path.open(encoding="utf-8") as lines:
+        for parsed in parse_jsonl(lines):
+            if parsed.errors:
+                bad += 1
+                where = f"{path}:{parsed.line}" + (f" (id {parsed.raw_id})" if parsed.raw_id else "")
+                for error in parsed.errors:
+                    print(f"{where}: {error}", file=sys.stderr)
+            elif parsed.document is not None:
+                good.append(parsed.document)
+    if bad and not skip_bad:
+        print(f"{bad} invalid line(s); nothing written (use --skip-bad to load the valid ones)", file=sys.stderr)
+        return 1
+    if dry_run:
+        print(f"dry run: {len(good)} valid document(s), {bad} invalid; nothing written")
+        return 0
+    store = InsightsStore(build_table_client(get_settings()))
+    store.ensure_table()
+    summary = write_documents(store, good)
+    print(
+        f"loaded {summary.documents} document(s) into {summary.partitions} partition(s) "
+        f"in {summary.transactions} transaction(s); skipped {bad} invalid line(s)"
+    )
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    apply_local_settings()
+    return _load_file(Path(args.file), args.skip_bad, args.dry_run)
+
+
+def _mint(args: argparse.Namespace) -> str:
+    from devhost.identity import LocalAuthority, SigningKey
+
+    values = local_values()
+    tenant = args.tenant or _first(values["AUTH_ALLOWED_TENANTS"])
+    audience = args.audience or _first(values["AUTH_AUDIENCES"])
+    client_app = args.client_app or _first(values.get("AUTH_ALLOWED_CLIENT_APPS", "")) or "00000000-0000-0000-0000-000000000000"
+    roles = [r for r in (args.roles or "").split(",") if r]
+    scopes = [] if roles and args.scopes is None else (args.scopes or "user_impersonation").split()
+    authority = LocalAuthority([SigningKey.load_or_create(IDENTITY_KEY)])
+    return authority.mint(
+        tenant=tenant,
+        audience=audience,
+        client_app=client_app,
+        version=args.version,
+        scopes=scopes,
+        roles=roles,
+        lifetime=args.lifetime,
+    )
+
+
+def _first(csv: str) -> str:
+    return next((p.strip() for p in csv.split(",") if p.strip() and p.strip() != "*"), "")
+
+
+def cmd_mint_token(args: argparse.Namespace) -> int:
+    print(_mint(args))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from devhost.azurite import Azurite, connection_string
+
+    values = local_values()
+    os.environ.setdefault("INSIGHTS_STORAGE_CONNECTION_STRING", connection_string(args.azurite_port))
+    apply_local_settings()
+    _configure_logging(args.log_level)
+    azurite = Azurite(port=args.azurite_port, location=LOCAL / "azurite").start()
+    try:
+        authority = _authority(args.authority_port)
+        if os.environ["AUTH_AUTHORITY"].rstrip("/") != authority.url:  # type: ignore[attr-defined]
+            print(f"note: AUTH_AUTHORITY is {os.environ['AUTH_AUTHORITY']}, the local identity is {authority.url}")  # type: ignore[attr-defined]
+        print(f"loading {SAMPLE_DATA.relative_to(ROOT)}")
+        if _load_file(SAMPLE_DATA, skip_bad=False, dry_run=False):
+            return 1
+        from devhost.server import DevHost
+        from function_app import app
+
+        host = DevHost(app, port=args.port)
+        token = _mint(argparse.Namespace(tenant=None, audience=None, client_app=None, roles=None, scopes=None, version="2.0", lifetime=8 * 3600))
+        record = "8d2f6a1c-5b3e-4f7a-9c2d-1e4b6a8f3c50"
+        print(f"\nserving {len(host.routes)} functions on {host.base_url} (Azurite on :{azurite.port}, identity on {authority.url})")  # type: ignore[attr-defined]
+        print("\nTry (a token for the sample tenant, valid 8 hours):\n")
+        print(f"  TOKEN={token}\n")
+        print(
+            f'  curl -s -H "Authorization: Bearer $TOKEN" -H "Accept-Language: fr" '
+            f'"{host.base_url}/api/enhanceskills/related-records?recordType=opportunity&recordId={record}'
+            f'&crmType=Dynamics%20365&crmOrgUrl=contoso.crm.dynamics.com"\n'
+        )
+        print(
+            f'  curl -s -H "Authorization: Bearer $TOKEN" '
+            f'"{host.base_url}/api/enhanceskills/sales-highlights?recordType=opportunity&recordId={record}'
+            f'&crmOrgUrl=contoso.crm.dynamics.com&top=3"\n'
+        )
+        print(f"More tokens: python3 manage.py mint-token --help. Stop with Ctrl+C. Settings: {'local.settings.json' if (ROOT / 'local.settings.json').exists() else 'local.settings.sample.json'} ({len(values)} values).")
+        try:
+            host.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        azurite.stop()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="manage.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("run", help="run the whole service locally with the sample data")
+    s.add_argument("--port", type=int, default=7071, help="dev host port (default 7071)")
+    s.add_argument("--azurite-port", type=int, default=10002)
+    s.add_argument("--authority-port", type=int, default=7072)
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("test", help="lint, type-check and run the tests")
+    s.add_argument("--quick", action="store_true", help="pytest only")
+    s.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
+    s.set_defaults(func=cmd_test)
+
+    s = sub.add_parser("setup", help="create .venv and install Python packages and Azurite")
+    s.set_defaults(func=lambda a: 0)
+
+    s = sub.add_parser("serve", help="serve the FunctionApp's HTTP triggers (settings from the environment or local.settings.json)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=7071)
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("authority", help="serve the local identity (OpenID metadata and keys)")
+    s.add_argument("--port", type=int, default=7072)
+    s.set_defaults(func=cmd_authority)
+
+    s = sub.add_parser("azurite", help="run Azurite's Table service")
+    s.add_argument("--port", type=int, default=10002)
+    s.add_argument("--in-memory", action="store_true")
+    s.set_defaults(func=cmd_azurite)
+
+    s = sub.add_parser("load", help="validate and load insight documents from a JSONL file")
+    s.add_argument("file")
+    s.add_argument("--skip-bad", action="store_true", help="load the valid lines even when some are invalid")
+    s.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")
+    s.set_defaults(func=cmd_load)
+
+    s = sub.add_parser("mint-token", help="mint an access token signed by the local identity")
+    s.add_argument("--tenant", help="tenant id (default: the first allowed tenant)")
+    s.add_argument("--version", choices=["1.0", "2.0"], default="2.0")
+    s.add_argument("--scopes", help="space-separated delegated scopes (default user_impersonation)")
+    s.add_argument("--roles", help="comma-separated app roles (an app-only token unless --scopes is given)")
+    s.add_argument("--audience", help="default: the first of AUTH_AUDIENCES")
+    s.add_argument("--client-app", help="default: the first of AUTH_ALLOWED_CLIENT_APPS")
+    s.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
+    s.set_defaults(func=cmd_mint_token)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    if not _in_venv():
+        _reexec_in_venv(argv)
+    sys.path.insert(0, str(ROOT))
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,327 @@
+"""Entra ID bearer-token validation.
+
+Follows Microsoft's guidance (access tokens, claims validation, signing-key rollover):
+
+* RS256 only, `kid` required; `ver` decides v1 (`https://sts.windows.net/{tid}/`) or v2
+  (`https://login.microsoftonline.com/{tid}/v2.0`) and which metadata document gives the issuer;
+  issuers are read from the authority's metadata, never hard-coded, so a local authority can
+  stand in for Entra.
+* `tid` must be a GUID in `AUTH_ALLOWED_TENANTS` before anything is fetched for it; with `*` the
+  tenant-independent `common` metadata is used and its `{tenantid}` template is filled in.
+* Signing keys are cached per key-set URL and `kid`. A key set is refreshed when stale (hourly)
+  or when a token names an unknown `kid`, at most once per 5 minutes; a failed refresh keeps the
+  last good keys. Fetches time out well inside the 5-second answer budget.
+* Access is granted only after verification: client app (`azp`/`appid`), then a required scope
+  for delegated tokens (`scp`) or a required role for app-only tokens (`roles`). Identity comes
+  from `tid`/`oid`/`azp`, never from `upn`, `email` or `preferred_username`.
+
+A bad token is `InvalidToken` (401); a good token without the right tenant, client app, scope or
+role is `InsufficientPermissions` (403). Why a token failed goes to the log, not to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+
+from shared.errors import InsufficientPermissions, InvalidToken, ServiceUnavailable
+from shared.settings import Settings, is_loopback_url
+
+__all__ = ["Principal", "TokenValidator", "KeySetCache", "MetadataCache"]
+
+log = logging.getLogger("c4s.auth")
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+ALGORITHM = "RS256"
+KEYS_MAX_AGE = 3600.0
+METADATA_MAX_AGE = 24 * 3600.0
+MIN_REFRESH_INTERVAL = 300.0
+RETRY_AFTER_FAILED_FIRST_FETCH = 10.0
+FETCH_TIMEOUT = httpx.Timeout(1.5, connect=1.0)
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    object_id: str
+    client_app: str
+    version: str
+    scopes: frozenset[str]
+    roles: frozenset[str]
+
+    @property
+    def app_only(self) -> bool:
+        return not self.scopes
+
+
+class _FetchError(Exception):
+    pass
+
+
+def _fetch_json(client: httpx.Client, url: str) -> Any:
+    if not (url.startswith("https://") or is_loopback_url(url)):
+        raise _FetchError(f"refusing to fetch non-https URL {url}")
+    try:
+        response = client.get(url)
+        response.raise_for_status()
+        return response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise _FetchError(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class _Entry:
+    value: Any = None
+    fetched_at: float = float("-inf")
+    attempted_at: float = float("-inf")
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _RefreshingCache:
+    """Values fetched by URL, refreshed when stale and on demand, never more often than
+    `min_interval`; a failed refresh keeps the last good value."""
+
+    max_age: float = KEYS_MAX_AGE
+
+    def __init__(self, client: httpx.Client, clock: Callable[[], float]) -> None:
+        self._client = client
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._entries_lock = threading.Lock()
+        self.fetches = 0
+
+    def _entry(self, url: str) -> _Entry:
+        with self._entries_lock:
+            return self._entries.setdefault(url, _Entry())
+
+    def peek(self, url: str) -> Any:
+        entry = self._entries.get(url)
+        return entry.value if entry else None
+
+    def cached_values(self) -> list[Any]:
+        return [e.value for e in list(self._entries.values()) if e.value is not None]
+
+    def get(self, url: str, *, want_refresh: bool = False) -> Any:
+        entry = self._entry(url)
+        if entry.value is not None and not want_refresh and self._clock() - entry.fetched_at < self.max_age:
+            return entry.value
+        with entry.lock:
+            now = self._clock()
+            fresh = entry.value is not None and now - entry.fetched_at < self.max_age
+            if fresh and not want_refresh:
+                return entry.value
+            interval = MIN_REFRESH_INTERVAL if entry.value is not None else RETRY_AFTER_FAILED_FIRST_FETCH
+            if now - entry.attempted_at < interval:
+                return entry.value
+            entry.attempted_at = now
+            try:
+                self.fetches += 1
+                entry.value = self._parse(_fetch_json(self._client, url))
+                entry.fetched_at = now
+                entry.attempted_at = now
+            except (_FetchError, ValueError, KeyError, TypeError) as exc:
+                if entry.value is None:
+                    log.error("could not fetch %s: %s", url, exc)
+                else:
+                    log.warning("refresh of %s failed, keeping the cached copy: %s", url, exc)
+            return entry.value
+
+    def _parse(self, data: Any) -> Any:
+        return data
+
+
+@dataclass(frozen=True)
+class Metadata:
+    issuer: str
+    jwks_uri: str
+
+
+class MetadataCache(_RefreshingCache):
+    max_age = METADATA_MAX_AGE
+
+    def _parse(self, data: Any) -> Metadata:
+        issuer, jwks_uri = data["issuer"], data["jwks_uri"]
+        if not isinstance(issuer, str) or not isinstance(jwks_uri, str):
+            raise TypeError("issuer and jwks_uri must be strings")
+        return Metadata(issuer=issuer, jwks_uri=jwks_uri)
+
+
+class KeySetCache(_RefreshingCache):
+    max_age = KEYS_MAX_AGE
+
+    def _parse(self, data: Any) -> dict[str, Any]:
+        keys: dict[str, Any] = {}
+        for jwk in data["keys"]:
+            if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or not jwk.get("kid"):
+                continue
+            if jwk.get("use", "sig") != "sig":
+                continue
+            try:
+                keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm=ALGORITHM).key
+            except jwt.PyJWTError:
+                continue
+        if not keys:
+            raise ValueError("key set holds no usable RSA signing key")
+        return keys
+
+    def key(self, url: str, kid: str) -> Any:
+        keys = self.get(url)
+        if keys is not None and kid in keys:
+            return keys[kid]
+        keys = self.get(url, want_refresh=True)
+        return keys.get(kid) if keys else None
+
+    def cached_key(self, kid: str) -> Any:
+        for keys in self.cached_values():
+            if kid in keys:
+                return keys[kid]
+        return None
+
+
+class TokenValidator:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._client = client or httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False)
+        self.metadata = MetadataCache(self._client, clock)
+        self.keys = KeySetCache(self._client, clock)
+        self._wall_clock = wall_clock
+
+    # -- the one entry point ---------------------------------------------------------------
+
+    def validate(self, authorization: str | None) -> Principal:
+        token = _bearer(authorization)
+        header, unverified = _unverified(token)
+        version = unverified.get("ver")
+        if version not in ("1.0", "2.0"):
+            raise InvalidToken(log_detail=f"ver {version!r} is neither 1.0 nor 2.0")
+        if version not in self.settings.auth_token_versions:
+            raise InvalidToken(log_detail=f"v{version} tokens are not accepted (AUTH_TOKEN_VERSIONS)")
+        tid = unverified.get("tid")
+        if not isinstance(tid, str) or not _GUID.match(tid):
+            raise InvalidToken(log_detail="tid is missing or not a lower-case GUID")
+
+        if not self.settings.tenant_allowed(tid):
+            self._reject_untrusted_tenant(token, header["kid"], tid)
+
+        metadata = self._metadata(version, tid)
+        expected_issuer = metadata.issuer.replace("{tenantid}", tid)
+        if unverified.get("iss") != expected_issuer:
+            raise InvalidToken(log_detail=f"iss {unverified.get('iss')!r} is not {expected_issuer!r}")
+        key = self.keys.key(metadata.jwks_uri, header["kid"])
+        if key is None:
+            if self.keys.peek(metadata.jwks_uri) is None:
+                raise ServiceUnavailable(log_detail=f"signing keys unavailable from {metadata.jwks_uri}")
+            raise InvalidToken(log_detail=f"kid {header['kid']!r} is not in {metadata.jwks_uri}")
+        claims = self._verify(token, key, expected_issuer)
+        return self._authorize(claims, version, tid)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _reject_untrusted_tenant(self, token: str, kid: str, tid: str) -> None:
+        """Nothing is fetched for a tenant outside the allow-list. A token we can check with keys
+        already cached is checked, so a forged one is still a 401; otherwise it is refused."""
+        key = self.keys.cached_key(kid)
+        if key is not None:
+            self._verify(token, key, issuer=None)
+        raise InsufficientPermissions(log_detail=f"tenant {tid} is not in AUTH_ALLOWED_TENANTS")
+
+    def _metadata(self, version: str, tid: str) -> Metadata:
+        tenant = "common" if self.settings.any_tenant else tid
+        suffix = "v2.0/.well-known/openid-configuration" if version == "2.0" else ".well-known/openid-configuration"
+        url = f"{self.settings.auth_authority}/{tenant}/{suffix}"
+        metadata = self.metadata.get(url)
+        if metadata is None:
+            raise ServiceUnavailable(log_detail=f"OpenID metadata unavailable from {url}")
+        return metadata  # type: ignore[no-any-return]
+
+    def _verify(self, token: str, key: Any, issuer: str | None) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.settings.auth_audiences,
+                issuer=issuer,
+                leeway=self.settings.auth_leeway_seconds,
+                options={"require": ["exp", "iat", "aud", "iss"], "verify_iss": issuer is not None},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(log_detail=f"{type(exc).__name__}: {exc}") from None
+
+    def _authorize(self, claims: dict[str, Any], version: str, tid: str) -> Principal:
+        client_app = claims.get("azp") if version == "2.0" else claims.get("appid")
+        if not isinstance(client_app, str) or not client_app:
+            raise InvalidToken(log_detail="azp/appid is missing")
+        scp = claims.get("scp")
+        roles = claims.get("roles", [])
+        if scp is not None and not isinstance(scp, str):
+            raise InvalidToken(log_detail="scp is not a string")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise InvalidToken(log_detail="roles is not a list of strings")
+        oid = claims.get("oid", "")
+        if not isinstance(oid, str):
+            raise InvalidToken(log_detail="oid is not a string")
+
+        settings = self.settings
+        allowed_apps = settings.auth_allowed_client_apps
+        if allowed_apps and "*" not in allowed_apps and client_app.lower() not in {a.lower() for a in allowed_apps}:
+            raise InsufficientPermissions(log_detail=f"client app {client_app} is not in AUTH_ALLOWED_CLIENT_APPS")
+        scopes = frozenset(scp.split()) if scp else frozenset()
+        if scopes:
+            required = set(settings.auth_required_scopes)
+            if required and not scopes & required:
+                raise InsufficientPermissions(log_detail=f"scp lacks one of {sorted(required)}")
+        else:
+            required_roles = set(settings.auth_required_roles)
+            if not required_roles or not set(roles) & required_roles:
+                raise InsufficientPermissions(log_detail="app-only token without a role in AUTH_REQUIRED_ROLES")
+        return Principal(
+            tenant_id=tid,
+            object_id=oid,
+            client_app=client_app,
+            version=version,
+            scopes=scopes,
+            roles=frozenset(roles),
+        )
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise InvalidToken(log_detail="no Authorization header")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise InvalidToken(log_detail="Authorization scheme is not Bearer")
+    token = token.strip()
+    if not token:
+        raise InvalidToken(log_detail="empty bearer token")
+    if token.count(".") != 2 or len(token) > 16_384:
+        raise InvalidToken(log_detail="token is not a compact JWS")
+    return token
+
+
+def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(log_detail=f"malformed token: {type(exc).__name__}") from None
+    if header.get("alg") != ALGORITHM:
+        raise InvalidToken(log_detail=f"alg {header.get('alg')!r} is not {ALGORITHM}")
+    if not isinstance(header.get("kid"), str) or not header["kid"]:
+        raise InvalidToken(log_detail="kid is missing")
+    return header, claims

@@ -1,0 +1,266 @@
+"""Insight documents: the one format the loader, the ingestion API and the store share.
+
+One document a JSONL line:
+
+    {"tenantId": "<GUID>", "extensionPoint": "recordDetails", "id": "<stable id>",
+     "recordType": "opportunity", "recordId": "<CRM record id>",      (record-attached)
+     "contactEmail": "buyer@customer.example",                        (contact-attached; or both)
+     "crmType": "Dynamics 365", "crmOrgUrl": "contoso.crm.dynamics.com",
+     "dateTime": "2025-03-01T10:00:00Z", "expiresAt": "...", "language": "en",
+     "fields": {...the output item...}, "localized": {"fr": {...}}, "prompts": [...]}
+
+A document is identified by (tenantId, extensionPoint, recordType, recordId, id) — or by the
+contact address in place of the record for a contact-only document. `validate_document` is the
+single set of rules; everything that accepts documents calls it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared import normalize
+from shared.points import ExtensionPoint, all_points, get_point
+
+__all__ = ["InsightDocument", "DocumentError", "validate_document", "parse_jsonl", "ParsedLine"]
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+_FORBIDDEN_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ID_LENGTH = normalize.MAX_KEY_VALUE_LENGTH
+
+
+@dataclass(frozen=True)
+class DocumentError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def _parse_zoned(value: str, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} is not an ISO-8601 date-time") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{name} has no time zone (add Z or an offset)")
+    return parsed.astimezone(UTC).replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+
+class InsightDocument(BaseModel):
+    """A validated document. `fields` and `localized` hold the item exactly as stored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenantId: str
+    extensionPoint: str
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    recordType: str | None = None
+    recordId: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    contactEmail: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    crmType: str | None = None
+    crmOrgUrl: str | None = None
+    dateTime: datetime | None = None
+    expiresAt: datetime | None = None
+    language: str = "en"
+    fields: dict[str, Any]
+    localized: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    prompts: list[str] = Field(default_factory=list)
+
+    @field_validator("tenantId")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not _GUID.match(value):
+            raise ValueError("must be a tenant GUID")
+        return value.lower()
+
+    @field_validator("extensionPoint")
+    @classmethod
+    def _point(cls, value: str) -> str:
+        if get_point(value) is None:
+            raise ValueError(f"must be one of {', '.join(sorted(all_points()))}")
+        return value
+
+    @field_validator("id", "recordId")
+    @classmethod
+    def _key_text(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _FORBIDDEN_KEY_CHARS.search(value):
+            raise ValueError("must not contain control characters")
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("recordType")
+    @classmethod
+    def _record_type(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = normalize.record_type(value)
+        if not value or len(value) > 100 or _FORBIDDEN_KEY_CHARS.search(value):
+            raise ValueError("must be a CRM record type such as 'opportunity'")
+        return value
+
+    @field_validator("recordId")
+    @classmethod
+    def _record_id(cls, value: str | None) -> str | None:
+        return None if value is None else normalize.record_id(value)
+
+    @field_validator("contactEmail")
+    @classmethod
+    def _contact(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = normalize.email_address(value)
+        if not _EMAIL.match(value):
+            raise ValueError("must be an email address")
+        return value
+
+    @field_validator("crmType")
+    @classmethod
+    def _crm_type(cls, value: str | None) -> str | None:
+        return normalize.crm_type(value) or None if value is not None else None
+
+    @field_validator("crmOrgUrl")
+    @classmethod
+    def _org(cls, value: str | None) -> str | None:
+        return normalize.org_host(value) or None if value is not None else None
+
+    @field_validator("dateTime", "expiresAt", mode="before")
+    @classmethod
+    def _zoned(cls, value: object, info: Any) -> object:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO-8601 date-time string with a zone")
+        return _parse_zoned(value, info.field_name)
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not _LANG.match(value):
+            raise ValueError("must be a language tag such as 'en' or 'fr-CA'")
+        return value.lower()
+
+    @field_validator("localized")
+    @classmethod
+    def _localized_tags(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for tag in value:
+            if not _LANG.match(tag):
+                raise ValueError(f"{tag!r} is not a language tag such as 'fr' or 'fr-CA'")
+        return {tag.lower(): fields for tag, fields in value.items()}
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, value: list[str]) -> list[str]:
+        return [p.strip() for p in value if p.strip()]
+
+    @model_validator(mode="after")
+    def _attachment_and_fields(self) -> InsightDocument:
+        point = get_point(self.extensionPoint)
+        assert point is not None  # checked by the field validator
+        has_record = self.recordType is not None or self.recordId is not None
+        if has_record and not (self.recordType and self.recordId):
+            raise ValueError("recordType and recordId go together")
+        if "record" in point.attach_to and "contact" not in point.attach_to and not has_record:
+            raise ValueError("recordType and recordId are required for this extension point")
+        if not has_record and not self.contactEmail:
+            raise ValueError("a document needs recordType and recordId, or contactEmail")
+        if self.contactEmail and "contact" not in point.attach_to:
+            raise ValueError(f"contactEmail is not used by {point.name} documents")
+        if self.prompts and point.name != "emailDraftFiles":
+            raise ValueError("prompts are only used by emailDraftFiles documents")
+        if point.datetime_required and self.dateTime is None:
+            raise ValueError(f"dateTime is required for {point.name} documents")
+        if point.datetime_field and point.datetime_field in self.fields:
+            raise ValueError(f"fields.{point.datetime_field} goes in the top-level dateTime")
+        _check_item(point, self.fields, self.dateTime, "fields")
+        for tag, overlay in self.localized.items():
+            extra = set(overlay) - point.localizable
+            if extra:
+                raise ValueError(
+                    f"localized.{tag} may only translate {', '.join(sorted(point.localizable))}; "
+                    f"not {', '.join(sorted(extra))}"
+                )
+            _check_item(point, {**self.fields, **overlay}, self.dateTime, f"localized.{tag}")
+        return self
+
+    @property
+    def has_record(self) -> bool:
+        return self.recordType is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as `load` accepts it back (normalised spellings)."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        for name in ("dateTime", "expiresAt"):
+            value = getattr(self, name)
+            if value is not None:
+                from shared.models import format_utc
+
+                data[name] = format_utc(value)
+        if not self.localized:
+            data.pop("localized", None)
+        if not self.prompts:
+            data.pop("prompts", None)
+        return data
+
+
+def _check_item(point: ExtensionPoint, fields: dict[str, Any], when: datetime | None, where: str) -> None:
+    item = dict(fields)
+    if point.datetime_field and when is not None:
+        item[point.datetime_field] = when
+    try:
+        point.item_model.model_validate(item)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"{where}.{loc}: {err['msg']}") from None
+
+
+def validate_document(data: object) -> tuple[InsightDocument | None, list[DocumentError]]:
+    """Validate one document. Returns the document, or the errors each naming its field."""
+    if not isinstance(data, dict):
+        return None, [DocumentError("document", "must be a JSON object")]
+    try:
+        return InsightDocument.model_validate(data), []
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "document"
+            msg = err["msg"].removeprefix("Value error, ")
+            if not err["loc"] and ": " in msg and msg.split(": ", 1)[0].startswith(("fields", "localized")):
+                loc, msg = msg.split(": ", 1)
+            errors.append(DocumentError(loc, msg))
+        return None, errors
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    line: int
+    document: InsightDocument | None
+    errors: list[DocumentError]
+    raw_id: str | None = None
+
+
+def parse_jsonl(lines: Any) -> Any:
+    """Yield a ParsedLine for each non-blank line of a JSONL text stream (1-based numbers)."""
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield ParsedLine(number, None, [DocumentError("line", f"not valid JSON ({exc.msg})")])
+            continue
+        document, errors = validate_document(data)
+        raw_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+        yield ParsedLine(number, document, errors, raw_id)

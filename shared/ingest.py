@@ -1,0 +1,61 @@
+"""Writing validated documents: grouping by partition, transactions, a summary.
+
+The loader CLI and (later) the ingestion API both come through here, after `shared.documents`
+has validated every document with the same rules.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from shared.documents import InsightDocument
+from shared.store import InsightsStore, RecordRef, partition_key
+
+__all__ = ["WriteSummary", "partitions_of", "write_documents"]
+
+
+@dataclass
+class WriteSummary:
+    documents: int = 0
+    partitions: int = 0
+    transactions: int = 0
+    failed_partitions: list[tuple[str, str]] = field(default_factory=list)
+
+
+def refs_of(doc: InsightDocument) -> list[RecordRef]:
+    """Every partition a document is reachable through: its record and/or its contact."""
+    refs = []
+    if doc.recordType and doc.recordId:
+        refs.append(RecordRef.record(doc.recordType, doc.recordId))
+    if doc.contactEmail:
+        refs.append(RecordRef.contact(doc.contactEmail))
+    return refs
+
+
+def partitions_of(documents: Iterable[InsightDocument]) -> dict[str, list[InsightDocument]]:
+    groups: dict[str, list[InsightDocument]] = defaultdict(list)
+    for doc in documents:
+        for ref in refs_of(doc):
+            groups[partition_key(doc.tenantId, doc.extensionPoint, ref)].append(doc)
+    return groups
+
+
+def write_documents(
+    store: InsightsStore,
+    documents: Iterable[InsightDocument],
+    progress: Callable[[int], None] | None = None,
+) -> WriteSummary:
+    """Upsert documents, partition by partition. Idempotent: running it again with the same
+    documents leaves the table as it is, so an interrupted load can simply be run again."""
+    docs = list(documents)
+    summary = WriteSummary(documents=len(docs))
+    groups = partitions_of(docs)
+    summary.partitions = len(groups)
+    for pk, group in groups.items():
+        chunks = store.write_partition(pk, group)
+        summary.transactions += len(chunks)
+        if progress:
+            progress(len(group))
+    return summary

@@ -1,0 +1,77 @@
+"""The response layer: envelope, ApiError and the building blocks of every item model.
+
+Item models live next to their trigger in `extensions/`; each field carries the contract's
+description string (a wire constant: Copilot for Sales maps fields by it) and an `x-ms-summary`
+label, so the connector definition is generated from these same classes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+
+__all__ = [
+    "ContractModel",
+    "ApiError",
+    "Page",
+    "NonEmptyStr",
+    "UtcDateTime",
+    "StringMap",
+    "wire",
+    "format_utc",
+]
+
+
+def format_utc(value: datetime) -> str:
+    """UTC ISO-8601 with `Z`; milliseconds only when there are any."""
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+UtcDateTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
+StringMap = dict[str, str]
+
+
+def wire(description: str, summary: str, **kwargs: Any) -> Any:
+    """A field whose `description` is a contract wire constant, labelled for the connector."""
+    extra = kwargs.pop("json_schema_extra", {}) or {}
+    return Field(description=description, json_schema_extra={"x-ms-summary": summary, **extra}, **kwargs)
+
+
+class ContractModel(BaseModel):
+    """Base of every item model: unknown fields are refused, so stored data cannot leak extras."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiError(BaseModel):
+    errorCode: str = Field(min_length=1, description="The error code.")
+    errorMessage: str = Field(default="", description="A message that describes the error.")
+    activityId: str = Field(default="", description="The request id, for support.")
+    details: dict[str, str] = Field(default_factory=dict, description="More about the error.")
+
+
+ItemT = TypeVar("ItemT", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[ItemT]):
+    value: list[ItemT]
+    hasMoreResults: bool
+
+
+def _absolute_https(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.netloc or " " in value:
+        raise ValueError("must be an absolute https URL")
+    return value
+
+
+HttpsUrl = Annotated[str, AfterValidator(_absolute_https)]
+__all__ += ["HttpsUrl"]

@@ -1,0 +1,102 @@
+"""Input types shared by the operations' request models (query strings and JSON bodies).
+
+Each extension declares its own request model with the contract's description strings; the
+parsing rules for a parameter live here once. Unknown parameters are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
+
+from shared import normalize
+
+__all__ = [
+    "RequestModel",
+    "Top",
+    "Skip",
+    "RecordTypeIn",
+    "RecordIdIn",
+    "CrmTypeIn",
+    "OrgUrlIn",
+    "DateTimeIn",
+    "MAX_TOP",
+    "DEFAULT_TOP",
+]
+
+MAX_TOP = 100
+DEFAULT_TOP = 10
+_INT32_MAX = 2**31 - 1
+_INTEGER = re.compile(r"^[+-]?\d{1,12}$")
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _INTEGER.match(value.strip()):
+        number = int(value.strip())
+    else:
+        raise ValueError("must be an integer")
+    if abs(number) > _INT32_MAX:
+        raise ValueError("must be a 32-bit integer")
+    return number
+
+
+def _top(value: Any) -> int:
+    number = _integer(value)
+    if number < 1:
+        raise ValueError("must be 1 or more")
+    return min(number, MAX_TOP)
+
+
+def _skip(value: Any) -> int:
+    number = _integer(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _org(value: str) -> str:
+    return normalize.org_host(value)
+
+
+def _datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an ISO-8601 date-time") from None
+    else:
+        raise ValueError("must be an ISO-8601 date-time")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)  # a zone-less value is read as UTC, as Copilot sends it
+    return parsed.astimezone(UTC)
+
+
+Top = Annotated[int, BeforeValidator(_top)]
+Skip = Annotated[int, BeforeValidator(_skip)]
+RecordTypeIn = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(normalize.record_type),
+]
+RecordIdIn = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=normalize.MAX_KEY_VALUE_LENGTH),
+    AfterValidator(normalize.record_id),
+]
+CrmTypeIn = Annotated[str, StringConstraints(max_length=100), AfterValidator(normalize.crm_type)]
+OrgUrlIn = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_org)]
+DateTimeIn = Annotated[datetime, BeforeValidator(_datetime)]

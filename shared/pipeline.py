@@ -1,0 +1,234 @@
+"""The one request pipeline every trigger goes through.
+
+    request id -> settings -> token -> inputs -> handler -> JSON response
+                     \\_________ any failure -> ApiError, mapped in `_error_response` _/
+
+An extension point file declares its request model, item model and handler; `operation(...)`
+turns the handler into the `func.HttpRequest -> func.HttpResponse` function the Functions host
+calls, and keeps the operation's description for the connector generator.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import azure.functions as func
+from pydantic import BaseModel, ValidationError
+
+from shared.auth import Principal, TokenValidator
+from shared.errors import ApiException, InternalServerError, InvalidRequest, RequestTooLarge
+from shared.language import parse_accept_language
+from shared.logs import RequestLogger, clean_header_value
+from shared.models import ApiError, Page
+from shared.settings import Settings, get_settings
+from shared.store import InsightsStore, get_store
+
+__all__ = ["operation", "Operation", "RequestContext", "get_validator", "reset_validator", "JSON_MIMETYPE"]
+
+JSON_MIMETYPE = "application/json"
+REQUEST_ID_HEADER = "x-ms-client-request-id"
+
+InputT = TypeVar("InputT", bound=BaseModel)
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    principal: Principal
+    settings: Settings
+    log: RequestLogger
+    languages: list[str]
+    headers: dict[str, str]
+    started: float
+    content_languages: list[str] = field(default_factory=list)
+
+    @property
+    def tenant(self) -> str:
+        return self.principal.tenant_id
+
+    @property
+    def store(self) -> InsightsStore:
+        return get_store(self.settings)
+
+    def served_language(self, language: str) -> None:
+        if language not in self.content_languages:
+            self.content_languages.append(language)
+
+
+@dataclass(frozen=True)
+class Operation(Generic[InputT]):
+    """What the connector generator needs to know about one operation, beyond its trigger."""
+
+    operation_id: str
+    summary: str
+    description: str
+    item_model: type[BaseModel] | None
+    query_model: type[BaseModel] | None = None
+    body_model: type[BaseModel] | None = None
+    visibility: str = "important"
+    response_model: type[BaseModel] | None = None
+    """For operations that answer something other than the `{value, hasMoreResults}` envelope."""
+
+
+Handler = Callable[[RequestContext, Any], BaseModel]
+
+_validator_lock = threading.Lock()
+_validator: TokenValidator | None = None
+
+
+def get_validator(settings: Settings) -> TokenValidator:
+    global _validator
+    if _validator is None or _validator.settings is not settings:
+        with _validator_lock:
+            if _validator is None or _validator.settings is not settings:
+                _validator = TokenValidator(settings)
+    return _validator
+
+
+def reset_validator() -> None:
+    global _validator
+    with _validator_lock:
+        _validator = None
+
+
+def operation(
+    *,
+    operation_id: str,
+    summary: str,
+    description: str,
+    item: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    body: type[BaseModel] | None = None,
+    visibility: str = "important",
+    response: type[BaseModel] | None = None,
+) -> Callable[[Handler], Callable[[func.HttpRequest], func.HttpResponse]]:
+    spec: Operation[Any] = Operation(
+        operation_id=operation_id,
+        summary=summary,
+        description=description,
+        item_model=item,
+        query_model=query,
+        body_model=body,
+        visibility=visibility,
+        response_model=response,
+    )
+
+    def decorate(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+        # The Functions worker binds by parameter name, so the wrapper's only parameter is `req`
+        # (functools.wraps would expose the handler's signature through __wrapped__).
+        def trigger(req: func.HttpRequest) -> func.HttpResponse:
+            return _run(spec, handler, req)
+
+        trigger.__name__ = handler.__name__
+        trigger.__qualname__ = handler.__qualname__
+        trigger.__doc__ = handler.__doc__
+        trigger.__module__ = handler.__module__
+        trigger.operation = spec  # type: ignore[attr-defined]
+        return trigger
+
+    return decorate
+
+
+def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+    started = time.perf_counter()
+    request_id = clean_header_value(req.headers.get(REQUEST_ID_HEADER)) or str(uuid.uuid4())
+    log = RequestLogger(request_id)
+    user_agent = clean_header_value(req.headers.get("x-ms-user-agent") or req.headers.get("user-agent"))
+    tenant = "-"
+    version = "-"
+    items = 0
+    try:
+        settings = get_settings()
+        principal = get_validator(settings).validate(req.headers.get("Authorization"))
+        tenant, version = principal.tenant_id, principal.version
+        ctx = RequestContext(
+            request_id=request_id,
+            principal=principal,
+            settings=settings,
+            log=log,
+            languages=parse_accept_language(req.headers.get("Accept-Language")),
+            headers={k.lower(): v for k, v in req.headers.items()},
+            started=started,
+        )
+        inputs = _parse_inputs(spec, req, settings)
+        result = handler(ctx, inputs)
+        if isinstance(result, Page):
+            items = len(result.value)
+        headers = {REQUEST_ID_HEADER: request_id}
+        if ctx.content_languages:
+            headers["Content-Language"] = ", ".join(ctx.content_languages)
+        response = func.HttpResponse(
+            result.model_dump_json(exclude_none=True),
+            status_code=200,
+            headers=headers,
+            mimetype=JSON_MIMETYPE,
+            charset="utf-8",
+        )
+    except ApiException as exc:
+        if exc.status >= 500:
+            log.error("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
+        else:
+            log.warning("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
+        response = _error_response(exc, request_id)
+    except Exception:
+        log.exception("unhandled error in %s", spec.operation_id)
+        response = _error_response(InternalServerError(), request_id)
+    duration_ms = (time.perf_counter() - started) * 1000
+    log.info(
+        "request_id=%s operation=%s tenant=%s status=%d items=%d duration_ms=%.1f user_agent=%s token_version=%s",
+        request_id,
+        spec.operation_id,
+        tenant,
+        response.status_code,
+        items,
+        duration_ms,
+        user_agent or "-",
+        version,
+    )
+    return response
+
+
+def _parse_inputs(spec: Operation[Any], req: func.HttpRequest, settings: Settings) -> Any:
+    if spec.body_model is not None:
+        raw = req.get_body() or b""
+        if len(raw) > settings.max_request_bytes:
+            raise RequestTooLarge(f"The request body is larger than {settings.max_request_bytes} bytes.")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidRequest("body", "is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("body", "must be a JSON object")
+        return _validate(spec.body_model, data)
+    if spec.query_model is not None:
+        return _validate(spec.query_model, dict(req.params))
+    return None
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "body"
+        if err["type"] == "missing":
+            raise InvalidRequest(name, "is required") from None
+        problem = err["msg"].removeprefix("Value error, ")
+        raise InvalidRequest(name, problem[0].lower() + problem[1:] if problem else "is not valid") from None
+
+
+def _error_response(exc: ApiException, request_id: str) -> func.HttpResponse:
+    body = ApiError(errorCode=exc.error_code, errorMessage=exc.message, activityId=request_id, details=exc.details)
+    return func.HttpResponse(
+        body.model_dump_json(),
+        status_code=exc.status,
+        headers={REQUEST_ID_HEADER: request_id, **exc.headers()},
+        mimetype=JSON_MIMETYPE,
+        charset="utf-8",
+    )

@@ -1,0 +1,147 @@
+"""Typed application settings, read from the environment (Function App settings).
+
+Built lazily on first use, never at import time: a missing or malformed setting must not stop the
+Functions host from indexing the app. `get_settings()` raises `ConfigurationError` naming the
+setting instead; the pipeline turns that into a 500 with the detail in the log only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+from functools import cached_property
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+__all__ = ["Settings", "get_settings", "reset_settings", "is_loopback_url"]
+
+CsvList = Annotated[list[str], NoDecode]
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Every setting the app reads. Lists are comma-separated strings, as app settings are."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    insights_storage_connection_string: str = ""
+    insights_storage_account_url: str = ""
+    insights_table_name: str = "insights"
+
+    auth_authority: str = "https://login.microsoftonline.com"
+    auth_audiences: CsvList = Field(default_factory=list)
+    auth_allowed_tenants: CsvList = Field(default_factory=list)
+    auth_allowed_client_apps: CsvList = Field(default_factory=list)
+    auth_required_scopes: CsvList = Field(default_factory=lambda: ["user_impersonation"])
+    auth_required_roles: CsvList = Field(default_factory=list)
+    auth_token_versions: CsvList = Field(default_factory=lambda: ["1.0", "2.0"])
+    auth_leeway_seconds: int = Field(default=60, ge=0, le=300)
+
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    request_budget_seconds: float = Field(default=4.0, gt=0, le=5.0)
+
+    @field_validator(
+        "auth_audiences",
+        "auth_allowed_tenants",
+        "auth_allowed_client_apps",
+        "auth_required_scopes",
+        "auth_required_roles",
+        "auth_token_versions",
+        mode="before",
+    )
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_allowed_tenants")
+    @classmethod
+    def _tenants_are_guids(cls, value: list[str]) -> list[str]:
+        for tenant in value:
+            if tenant != "*" and not _GUID.match(tenant):
+                raise ValueError(f"{tenant!r} is neither a tenant GUID nor '*'")
+        return [t.lower() for t in value]
+
+    @field_validator("auth_token_versions")
+    @classmethod
+    def _known_versions(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {"1.0", "2.0"}
+        if unknown or not value:
+            raise ValueError("must list 1.0 and/or 2.0")
+        return value
+
+    @field_validator("auth_authority")
+    @classmethod
+    def _https_authority(cls, value: str) -> str:
+        value = value.rstrip("/")
+        scheme = urlsplit(value).scheme
+        if scheme != "https" and not (scheme == "http" and is_loopback_url(value)):
+            raise ValueError("must be an https URL (plain http only on a loopback address)")
+        return value
+
+    @model_validator(mode="after")
+    def _storage_and_audience(self) -> Settings:
+        if not (self.insights_storage_connection_string or self.insights_storage_account_url):
+            raise ValueError(
+                "INSIGHTS_STORAGE_CONNECTION_STRING or INSIGHTS_STORAGE_ACCOUNT_URL must be set"
+            )
+        if not self.auth_audiences:
+            raise ValueError("AUTH_AUDIENCES must name at least one audience")
+        if not self.auth_allowed_tenants:
+            raise ValueError("AUTH_ALLOWED_TENANTS must list tenant GUIDs or '*'")
+        return self
+
+    @cached_property
+    def any_tenant(self) -> bool:
+        return "*" in self.auth_allowed_tenants
+
+    def tenant_allowed(self, tid: str) -> bool:
+        return self.any_tenant or tid.lower() in self.auth_allowed_tenants
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                try:
+                    _settings = Settings()
+                except ValidationError as exc:
+                    raise ConfigurationError(_describe(exc)) from None
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, and the dev host after it changes the environment)."""
+    global _settings
+    with _lock:
+        _settings = None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+        parts.append(f"{name}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)

@@ -1,0 +1,349 @@
+"""The insights store on Azure Table Storage.
+
+Layout (Microsoft's table design guide: serve every request from one partition, never scan):
+
+    PartitionKey  {tenant}|{extensionPoint}|r|{recordType}|{recordId}     record-attached
+                  {tenant}|{extensionPoint}|c|{contact email}             contact-attached
+    RowKey        d|{inverted ms timestamp, 13 digits}|{id}                the document
+                  i|{id}                                                   where `id` sits now
+
+Every key component is percent-encoded, so `/ \\ # ?`, `|`, control characters and quotes in ids
+are safe. Rows sort by RowKey, so the inverted timestamp gives newest-first for free and a time
+window is a RowKey range. The `i|` row lets a writer find and remove a document's old row in the
+same entity group transaction that writes its new one, so a document whose `dateTime` changes is
+never seen twice or not at all.
+
+Each entity carries `V` (schema version). Compatibility rule: a reader accepts every version up
+to its own; writers only write the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from shared.documents import InsightDocument
+from shared.errors import ServiceUnavailable
+from shared.models import format_utc
+from shared.settings import Settings
+
+__all__ = [
+    "InsightsStore",
+    "StoredDocument",
+    "RecordRef",
+    "get_store",
+    "reset_store",
+    "partition_key",
+    "SCHEMA_VERSION",
+]
+
+SCHEMA_VERSION = 1
+_MAX_MS = 9_999_999_999_999
+_MAX_TRANSACTION = 100
+
+
+def _enc(value: str) -> str:
+    return quote(value, safe="")
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """Where a document is attached: a CRM record (`kind` "r") or a contact address ("c")."""
+
+    kind: str
+    parts: tuple[str, ...]
+
+    @classmethod
+    def record(cls, record_type: str, record_id: str) -> RecordRef:
+        return cls("r", (record_type, record_id))
+
+    @classmethod
+    def contact(cls, email: str) -> RecordRef:
+        return cls("c", (email,))
+
+
+def partition_key(tenant: str, point: str, ref: RecordRef) -> str:
+    return "|".join([_enc(tenant), _enc(point), ref.kind, *(_enc(p) for p in ref.parts)])
+
+
+def _inverted(when: datetime | None) -> int:
+    if when is None:
+        return _MAX_MS
+    return _MAX_MS - int(when.timestamp() * 1000)
+
+
+def _data_row(when: datetime | None, doc_id: str) -> str:
+    return f"d|{_inverted(when):013d}|{_enc(doc_id)}"
+
+
+def _index_row(doc_id: str) -> str:
+    return f"i|{_enc(doc_id)}"
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as a reader gets it back: enough to build any item model."""
+
+    id: str
+    point: str
+    date_time: datetime | None
+    language: str
+    fields: dict[str, Any]
+    localized: dict[str, dict[str, Any]]
+    prompts: tuple[str, ...]
+    attached_to_record: bool
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> StoredDocument:
+        version = int(entity.get("V", 1))
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"entity schema version {version} is newer than this reader")
+        raw_dt = entity.get("DateTime") or ""
+        return cls(
+            id=entity["Id"],
+            point=entity["Ep"],
+            date_time=datetime.fromisoformat(raw_dt.replace("Z", "+00:00")) if raw_dt else None,
+            language=entity.get("Lang") or "en",
+            fields=json.loads(entity["Fields"]),
+            localized=json.loads(entity.get("Localized") or "{}"),
+            prompts=tuple(json.loads(entity.get("Prompts") or "[]")),
+            attached_to_record=entity["PartitionKey"].split("|")[2] == "r",
+        )
+
+
+@dataclass(frozen=True)
+class WindowBounds:
+    """A time window: `start` inclusive, `end` exclusive (either may be absent)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def row_range(self) -> tuple[str, str]:
+        low = "d|"
+        high = "d}"
+        if self.end is not None:
+            # dateTime < end  <=>  inverted > inverted(end)
+            low = f"d|{_inverted(self.end) + 1:013d}|"
+        if self.start is not None:
+            # dateTime >= start  <=>  inverted <= inverted(start)
+            high = f"d|{_inverted(self.start) + 1:013d}|"
+        return low, high
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which documents of a partition a request may see."""
+
+    org: str = ""
+    crm: str = ""
+    now: datetime | None = None
+
+
+class InsightsStore:
+    def __init__(self, table_client: Any) -> None:
+        self._table = table_client
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def iter_documents(
+        self,
+        tenant: str,
+        point: str,
+        ref: RecordRef,
+        scope: Scope,
+        window: WindowBounds = WindowBounds(),
+        page_size: int = 100,
+    ) -> Iterator[StoredDocument]:
+        """The partition's visible documents, newest first, fetched lazily page by page."""
+        low, high = window.row_range()
+        now = format_utc(scope.now or datetime.now(UTC))
+        clauses = [
+            "PartitionKey eq @pk",
+            "RowKey ge @lo",
+            "RowKey lt @hi",
+            "( Exp eq '' or Exp gt @now )",
+        ]
+        params: dict[str, Any] = {"pk": partition_key(tenant, point, ref), "lo": low, "hi": high, "now": now}
+        if scope.org:
+            clauses.append("( Org eq '' or Org eq @org )")
+            params["org"] = scope.org
+        else:
+            clauses.append("Org eq ''")
+        if scope.crm:
+            clauses.append("( Crm eq '' or Crm eq @crm )")
+            params["crm"] = scope.crm
+        query = " and ".join(clauses)
+        try:
+            for entity in self._table.query_entities(
+                query,
+                parameters=params,
+                results_per_page=max(1, min(page_size, 1000)),
+                select=["PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"],
+            ):
+                yield StoredDocument.from_entity(entity)
+        except Exception as exc:  # noqa: BLE001 - any storage failure is "unavailable" to the caller
+            raise _unavailable(exc) from exc
+
+    def read_page(
+        self,
+        tenant: str,
+        point: str,
+        ref: RecordRef,
+        scope: Scope,
+        skip: int,
+        top: int,
+        window: WindowBounds = WindowBounds(),
+    ) -> tuple[list[StoredDocument], bool]:
+        """One page and whether anything lies past it: reads at most skip + top + 1 documents."""
+        wanted = skip + top + 1
+        found: list[StoredDocument] = []
+        for doc in self.iter_documents(tenant, point, ref, scope, window, page_size=wanted):
+            found.append(doc)
+            if len(found) >= wanted:
+                break
+        return found[skip : skip + top], len(found) > skip + top
+
+    def ping(self) -> None:
+        """One cheap round trip: proves the table answers."""
+        try:
+            next(iter(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": "~ping"}, results_per_page=1)), None)
+        except Exception as exc:  # noqa: BLE001
+            raise _unavailable(exc) from exc
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def write_partition(self, pk: str, documents: Sequence[InsightDocument]) -> list[list[str]]:
+        """Upsert documents that share one partition. Each transaction holds whole documents
+        (a moved document's delete, new row and index row travel together) and at most 100
+        operations. Returns the document ids written by each transaction, in order."""
+        latest: dict[str, InsightDocument] = {}
+        for doc in documents:
+            latest[doc.id] = doc  # the last of duplicates in one batch wins, like a re-run would
+        current = self._index(pk, list(latest))
+        chunks: list[list[tuple[Any, ...]]] = [[]]
+        chunk_ids: list[list[str]] = [[]]
+        for doc_id, doc in latest.items():
+            ops = self._operations(pk, doc, current.get(doc_id))
+            if len(chunks[-1]) + len(ops) > _MAX_TRANSACTION:
+                chunks.append([])
+                chunk_ids.append([])
+            chunks[-1].extend(ops)
+            chunk_ids[-1].append(doc_id)
+        for ops in chunks:
+            if ops:
+                self._table.submit_transaction(ops)
+        return [ids for ids in chunk_ids if ids]
+
+    def _index(self, pk: str, ids: list[str]) -> dict[str, str]:
+        """Current data RowKey of each id already stored in the partition."""
+        if not ids:
+            return {}
+        wanted = {_index_row(i): i for i in ids}
+        found: dict[str, str] = {}
+        if len(ids) <= 4:
+            for row, doc_id in wanted.items():
+                try:
+                    found[doc_id] = self._table.get_entity(pk, row, select=["Sk"])["Sk"]
+                except Exception as exc:  # noqa: BLE001
+                    if type(exc).__name__ != "ResourceNotFoundError":
+                        raise
+            return found
+        for entity in self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": pk, "lo": "i|", "hi": "i}"},
+            select=["RowKey", "Sk"],
+        ):
+            if entity["RowKey"] in wanted:
+                found[wanted[entity["RowKey"]]] = entity["Sk"]
+        return found
+
+    @staticmethod
+    def _operations(pk: str, doc: InsightDocument, old_row: str | None) -> list[tuple[Any, ...]]:
+        row = _data_row(doc.dateTime, doc.id)
+        entity = {
+            "PartitionKey": pk,
+            "RowKey": row,
+            "V": SCHEMA_VERSION,
+            "Id": doc.id,
+            "Ep": doc.extensionPoint,
+            "Tenant": doc.tenantId,
+            "RecordType": doc.recordType or "",
+            "RecordId": doc.recordId or "",
+            "Contact": doc.contactEmail or "",
+            "Crm": doc.crmType or "",
+            "Org": doc.crmOrgUrl or "",
+            "DateTime": format_utc(doc.dateTime) if doc.dateTime else "",
+            "Exp": format_utc(doc.expiresAt) if doc.expiresAt else "",
+            "Lang": doc.language,
+            "Fields": json.dumps(doc.fields, ensure_ascii=False, separators=(",", ":")),
+            "Localized": json.dumps(doc.localized, ensure_ascii=False, separators=(",", ":")),
+            "Prompts": json.dumps(doc.prompts, ensure_ascii=False, separators=(",", ":")),
+        }
+        ops: list[tuple[Any, ...]] = []
+        if old_row and old_row != row:
+            ops.append(("delete", {"PartitionKey": pk, "RowKey": old_row}))
+        ops.append(("upsert", entity, {"mode": "replace"}))
+        ops.append(("upsert", {"PartitionKey": pk, "RowKey": _index_row(doc.id), "Sk": row, "V": SCHEMA_VERSION}, {"mode": "replace"}))
+        return ops
+
+    def ensure_table(self) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._table.create_table()
+        except ResourceExistsError:
+            pass
+
+
+def _unavailable(exc: Exception) -> ServiceUnavailable:
+    return ServiceUnavailable(log_detail=f"insights store failed: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+_lock = threading.Lock()
+_store: InsightsStore | None = None
+
+
+def build_table_client(settings: Settings) -> Any:
+    """A TableClient from a connection string (Azurite, keys) or an account URL with
+    DefaultAzureCredential (managed identity in Azure). Timeouts keep a request inside budget."""
+    from azure.data.tables import TableClient
+
+    options: dict[str, Any] = {
+        "connection_timeout": 2,
+        "read_timeout": 3,
+        "retry_total": 1,
+        "retry_backoff_factor": 0.2,
+    }
+    if settings.insights_storage_connection_string:
+        return TableClient.from_connection_string(
+            settings.insights_storage_connection_string, table_name=settings.insights_table_name, **options
+        )
+    from azure.identity import DefaultAzureCredential
+
+    return TableClient(
+        endpoint=settings.insights_storage_account_url,
+        table_name=settings.insights_table_name,
+        credential=DefaultAzureCredential(),
+        **options,
+    )
+
+
+def get_store(settings: Settings) -> InsightsStore:
+    """The process-wide store, created on first use and reused (client creation costs time)."""
+    global _store
+    if _store is None:
+        with _lock:
+            if _store is None:
+                _store = InsightsStore(build_table_client(settings))
+    return _store
+
+
+def reset_store() -> None:
+    global _store
+    with _lock:
+        _store = None
