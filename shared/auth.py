@@ -48,6 +48,11 @@ RETRY_AFTER_FAILED_FIRST_FETCH = 10.0
 FETCH_TIMEOUT = httpx.Timeout(1.5, connect=1.0)
 
 
+def monotonic() -> float:
+    """The caches' clock (a module function so tests can move time forward)."""
+    return time.monotonic()
+
+
 @dataclass(frozen=True)
 class Principal:
     tenant_id: str
@@ -192,14 +197,13 @@ class TokenValidator:
         settings: Settings,
         *,
         client: httpx.Client | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self._client = client or httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False)
+        clock = clock or (lambda: monotonic())
         self.metadata = MetadataCache(self._client, clock)
         self.keys = KeySetCache(self._client, clock)
-        self._wall_clock = wall_clock
 
     # -- the one entry point ---------------------------------------------------------------
 

@@ -1,0 +1,211 @@
+"""Shared fixtures: a real Azurite, a real loopback identity with RSA keys, the dev host serving
+the app's own triggers, and no network beyond loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+import extensions  # noqa: F401 - registers the extension points
+from devhost.azurite import Azurite
+from devhost.identity import LocalAuthority, SigningKey
+from devhost.server import DevHost
+from shared.documents import validate_document
+from shared.ingest import write_documents
+from shared.pipeline import reset_validator
+from shared.settings import reset_settings
+from shared.store import InsightsStore, build_table_client, reset_store
+from shared.settings import Settings
+
+AUDIENCE = "api://c4s-insights-test"
+API_CLIENT_ID = "6d1e8f2a-4b3c-4d5e-9f60-7a8b9c0d1e2f"
+CLIENT_APP = "0f4e2d6c-8b1a-4c3d-9e5f-1a2b3c4d5e6f"
+TENANT_A = "11111111-1111-4111-8111-111111111111"
+TENANT_B = "22222222-2222-4222-8222-222222222222"
+TENANT_OUTSIDE = "99999999-9999-4999-8999-999999999999"
+ORG = "contoso.crm.dynamics.com"
+
+
+# ---- no network beyond loopback -------------------------------------------------------------------
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConnectionRefusedError(f"tests may only reach loopback, not {host}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _loopback_only() -> Iterator[None]:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+# ---- real services ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with Azurite() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture(scope="session")
+def authority(signing_key: SigningKey) -> Iterator[LocalAuthority]:
+    with LocalAuthority([signing_key]) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def devhost() -> Iterator[DevHost]:
+    from function_app import app
+
+    with DevHost(app, port=0) as host:
+        yield host
+
+
+def base_env(azurite: Azurite, authority_url: str, table: str) -> dict[str, str]:
+    return {
+        "INSIGHTS_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "INSIGHTS_TABLE_NAME": table,
+        "AUTH_AUTHORITY": authority_url,
+        "AUTH_AUDIENCES": f"{AUDIENCE},{API_CLIENT_ID}",
+        "AUTH_ALLOWED_TENANTS": f"{TENANT_A},{TENANT_B}",
+        "AUTH_ALLOWED_CLIENT_APPS": CLIENT_APP,
+        "AUTH_REQUIRED_SCOPES": "user_impersonation",
+        "AUTH_REQUIRED_ROLES": "Insights.Read",
+        "AUTH_TOKEN_VERSIONS": "1.0,2.0",
+    }
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts from no app settings and no cached settings, store or keys."""
+    for name in list(os.environ):
+        if name.startswith(("INSIGHTS_", "AUTH_", "MAX_REQUEST", "REQUEST_BUDGET", "THROTTLE_")):
+            monkeypatch.delenv(name)
+    reset_settings()
+    reset_store()
+    reset_validator()
+    yield
+    reset_settings()
+    reset_store()
+    reset_validator()
+
+
+@dataclass
+class Service:
+    """The running product for one test: its own table, settings, an HTTP client."""
+
+    url: str
+    table: str
+    authority: LocalAuthority
+    client: httpx.Client
+    store: InsightsStore
+    monkeypatch: pytest.MonkeyPatch
+
+    def token(self, **overrides: Any) -> str:
+        claims = dict(tenant=TENANT_A, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
+        claims.update(overrides)
+        return self.authority.mint(**claims)
+
+    def get(self, path: str, params: dict[str, Any] | None = None, token: str | None = None, **headers: str) -> httpx.Response:
+        hdrs = {"Authorization": f"Bearer {token or self.token()}", **headers}
+        return self.client.get(path, params=params, headers=hdrs)
+
+    def post(self, path: str, json: Any = None, token: str | None = None, content: bytes | None = None, **headers: str) -> httpx.Response:
+        hdrs = {"Authorization": f"Bearer {token or self.token()}", **headers}
+        if content is not None:
+            return self.client.post(path, content=content, headers={"Content-Type": "application/json", **hdrs})
+        return self.client.post(path, json=json, headers=hdrs)
+
+    def set(self, **settings: str) -> None:
+        for name, value in settings.items():
+            self.monkeypatch.setenv(name, value)
+        reset_settings()
+        reset_validator()
+
+    def load(self, docs: list[dict[str, Any]]) -> None:
+        valid = []
+        for data in docs:
+            doc, errors = validate_document(data)
+            assert not errors, errors
+            assert doc is not None
+            valid.append(doc)
+        write_documents(self.store, valid)
+
+
+@pytest.fixture
+def service(azurite: Azurite, authority: LocalAuthority, devhost: DevHost, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    table = "t" + uuid.uuid4().hex[:20]
+    for name, value in base_env(azurite, authority.url, table).items():
+        monkeypatch.setenv(name, value)
+    store = InsightsStore(build_table_client(Settings()))
+    store.ensure_table()
+    with httpx.Client(base_url=devhost.base_url, timeout=10) as client:
+        yield Service(devhost.base_url, table, authority, client, store, monkeypatch)
+
+
+@pytest.fixture
+def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+
+
+def doc(
+    point: str = "opportunityInsights",
+    *,
+    id: str,
+    tenant: str = TENANT_A,
+    record_type: str = "opportunity",
+    record_id: str = "opp-1",
+    date_time: str | None = "2025-03-01T10:00:00Z",
+    fields: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An insight document with sensible fields for its extension point."""
+    defaults: dict[str, dict[str, Any]] = {
+        "opportunityInsights": {"title": "Relecloud", "description": f"Insight {id}"},
+        "recordDetails": {
+            "recordId": f"rel-{id}",
+            "recordTypeDisplayName": "Quote",
+            "recordTypePluralDisplayName": "Quotes",
+            "recordType": "quote",
+            "recordTitle": f"Quote {id}",
+        },
+    }
+    data: dict[str, Any] = {
+        "tenantId": tenant,
+        "extensionPoint": point,
+        "id": id,
+        "recordType": record_type,
+        "recordId": record_id,
+        "fields": fields if fields is not None else defaults[point],
+    }
+    if date_time is not None:
+        data["dateTime"] = date_time
+    data.update(extra)
+    return data
