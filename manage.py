@@ -53,7 +53,16 @@ def setup(quiet: bool = False) -> None:
     if not _stamp_current(py_stamp, py_digest):
         print("installing Python packages into .venv", flush=True)
         subprocess.run(
-            [str(VENV_PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", "requirements-dev.txt"],
+            [
+                str(VENV_PYTHON),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "-r",
+                "requirements-dev.txt",
+            ],
             cwd=ROOT,
             check=True,
         )
@@ -120,7 +129,9 @@ def _authority(port: int) -> object:
 
 def cmd_authority(args: argparse.Namespace) -> int:
     authority = _authority(args.port)
-    print(f"local identity serving on {authority.url} (metadata: {authority.url}/common/v2.0/.well-known/openid-configuration)")  # type: ignore[attr-defined]
+    print(
+        f"local identity serving on {authority.url} (metadata: {authority.url}/common/v2.0/.well-known/openid-configuration)"
+    )  # type: ignore[attr-defined]
     _wait_forever()
     return 0
 
@@ -173,12 +184,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _load_file(path: Path, skip_bad: bool, dry_run: bool) -> int:
+    import extensions  # noqa: F401 - registers the extension points the documents name
     from shared.documents import parse_jsonl
     from shared.ingest import write_documents
     from shared.settings import get_settings
     from shared.store import InsightsStore, build_table_client
-
-    import extensions  # noqa: F401 - registers the extension points the documents name
 
     good = []
     bad = 0
@@ -218,7 +228,9 @@ def _mint(args: argparse.Namespace) -> str:
     values = local_values()
     tenant = args.tenant or _first(values["AUTH_ALLOWED_TENANTS"])
     audience = args.audience or _first(values["AUTH_AUDIENCES"])
-    client_app = args.client_app or _first(values.get("AUTH_ALLOWED_CLIENT_APPS", "")) or "00000000-0000-0000-0000-000000000000"
+    client_app = (
+        args.client_app or _first(values.get("AUTH_ALLOWED_CLIENT_APPS", "")) or "00000000-0000-0000-0000-000000000000"
+    )
     roles = [r for r in (args.roles or "").split(",") if r]
     scopes = [] if roles and args.scopes is None else (args.scopes or "user_impersonation").split()
     authority = LocalAuthority([SigningKey.load_or_create(IDENTITY_KEY)])
@@ -261,9 +273,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from function_app import app
 
         host = DevHost(app, port=args.port)
-        token = _mint(argparse.Namespace(tenant=None, audience=None, client_app=None, roles=None, scopes=None, version="2.0", lifetime=8 * 3600))
+        token = _mint(
+            argparse.Namespace(
+                tenant=None, audience=None, client_app=None, roles=None, scopes=None, version="2.0", lifetime=8 * 3600
+            )
+        )
         record = "8d2f6a1c-5b3e-4f7a-9c2d-1e4b6a8f3c50"
-        print(f"\nserving {len(host.routes)} functions on {host.base_url} (Azurite on :{azurite.port}, identity on {authority.url})")  # type: ignore[attr-defined]
+        print(
+            f"\nserving {len(host.routes)} functions on {host.base_url} (Azurite on :{azurite.port}, identity on {authority.url})"
+        )  # type: ignore[attr-defined]
         print("\nTry (a token for the sample tenant, valid 8 hours):\n")
         print(f"  TOKEN={token}\n")
         print(
@@ -276,7 +294,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f'"{host.base_url}/api/enhanceskills/sales-highlights?recordType=opportunity&recordId={record}'
             f'&crmOrgUrl=contoso.crm.dynamics.com&top=3"\n'
         )
-        print(f"More tokens: python3 manage.py mint-token --help. Stop with Ctrl+C. Settings: {'local.settings.json' if (ROOT / 'local.settings.json').exists() else 'local.settings.sample.json'} ({len(values)} values).")
+        print(
+            f"More tokens: python3 manage.py mint-token --help. Stop with Ctrl+C. Settings: {'local.settings.json' if (ROOT / 'local.settings.json').exists() else 'local.settings.sample.json'} ({len(values)} values)."
+        )
         try:
             host.serve_forever()
         except KeyboardInterrupt:
@@ -287,7 +307,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="manage.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="manage.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("run", help="run the whole service locally with the sample data")
@@ -305,7 +327,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("setup", help="create .venv and install Python packages and Azurite")
     s.set_defaults(func=lambda a: 0)
 
-    s = sub.add_parser("serve", help="serve the FunctionApp's HTTP triggers (settings from the environment or local.settings.json)")
+    s = sub.add_parser(
+        "serve", help="serve the FunctionApp's HTTP triggers (settings from the environment or local.settings.json)"
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=7071)
     s.add_argument("--log-level", default="info")

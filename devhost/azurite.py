@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["Azurite", "connection_string", "ACCOUNT", "KEY"]
+__all__ = ["ACCOUNT", "KEY", "Azurite", "connection_string"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "node_modules" / ".bin" / "azurite-table"
@@ -47,7 +47,15 @@ class Azurite:
     def start(self, timeout: float = 30.0) -> Azurite:
         if not BIN.exists():
             raise RuntimeError(f"{BIN} is missing: run `python3 manage.py setup` (npm install) first")
-        args = [str(BIN), "--tableHost", self.host, "--tablePort", str(self.port), "--skipApiVersionCheck", "--disableProductStyleUrl"]
+        args = [
+            str(BIN),
+            "--tableHost",
+            self.host,
+            "--tablePort",
+            str(self.port),
+            "--skipApiVersionCheck",
+            "--disableProductStyleUrl",
+        ]
         if self.location is None:
             args.append("--inMemoryPersistence")
         else:

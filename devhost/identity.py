@@ -24,7 +24,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["SigningKey", "LocalAuthority", "V1_ISSUER", "V2_ISSUER"]
+__all__ = ["V1_ISSUER", "V2_ISSUER", "LocalAuthority", "SigningKey"]
 
 V2_ISSUER = "https://login.microsoftonline.com/{tenant}/v2.0"
 V1_ISSUER = "https://sts.windows.net/{tenant}/"
@@ -68,7 +68,14 @@ class SigningKey:
 
     def jwk(self) -> dict[str, str]:
         numbers = self.private_key.public_key().public_numbers()
-        return {"kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.kid, "n": _b64(numbers.n), "e": _b64(numbers.e)}
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x5t": self.kid,
+            "n": _b64(numbers.n),
+            "e": _b64(numbers.e),
+        }
 
     def public_pem(self) -> bytes:
         return self.private_key.public_key().public_bytes(
@@ -95,7 +102,7 @@ class LocalAuthority:
         if self._server is None:
             raise RuntimeError("the authority is not serving; call start() first")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def signing_key(self) -> SigningKey:
@@ -120,9 +127,13 @@ class LocalAuthority:
         tenant, rest = parts[0], "/".join(parts[1:])
         issuer_tenant = "{tenantid}" if tenant in ("common", "organizations") else tenant
         if rest == "v2.0/.well-known/openid-configuration":
-            return self._metadata(V2_ISSUER.format(tenant=issuer_tenant), f"{self.url}/{tenant}/discovery/v2.0/keys", tenant, "v2.0/")
+            return self._metadata(
+                V2_ISSUER.format(tenant=issuer_tenant), f"{self.url}/{tenant}/discovery/v2.0/keys", tenant, "v2.0/"
+            )
         if rest == ".well-known/openid-configuration":
-            return self._metadata(V1_ISSUER.format(tenant=issuer_tenant), f"{self.url}/{tenant}/discovery/keys", tenant, "")
+            return self._metadata(
+                V1_ISSUER.format(tenant=issuer_tenant), f"{self.url}/{tenant}/discovery/keys", tenant, ""
+            )
         if rest in ("discovery/v2.0/keys", "discovery/keys"):
             return {"keys": [k.jwk() for k in self.keys]}
         return None
@@ -148,12 +159,14 @@ class LocalAuthority:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 authority.hits[path] += 1
                 doc = authority.document(path) if authority.available else None
                 status = 200 if doc is not None else (503 if not authority.available else 404)
-                body = json.dumps(doc if doc is not None else {"error": "unavailable" if status == 503 else "not found"}).encode()
+                body = json.dumps(
+                    doc if doc is not None else {"error": "unavailable" if status == 503 else "not found"}
+                ).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -224,7 +237,9 @@ class LocalAuthority:
 
     def sign(self, claims: dict[str, Any], key: SigningKey | None = None, headers: dict[str, Any] | None = None) -> str:
         key = key or self.signing_key
-        return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": "JWT", **(headers or {})})
+        return jwt.encode(
+            claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": "JWT", **(headers or {})}
+        )
 
     def mint(self, **kwargs: Any) -> str:
         return self.sign(self.claims(**kwargs))

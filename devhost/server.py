@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
-__all__ = ["Route", "routes_of", "DevHost", "route_prefix"]
+__all__ = ["DevHost", "Route", "route_prefix", "routes_of"]
 
 log = logging.getLogger("devhost")
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,10 +61,12 @@ def routes_of(app: func.FunctionApp, prefix: str) -> list[Route]:
         trigger = function.get_trigger()
         if trigger is None or getattr(trigger, "type", "") != "httpTrigger":
             continue
-        template = (trigger.route or function.get_function_name()).strip("/")
+        name = str(function.get_function_name())
+        template = str(getattr(trigger, "route", None) or name).strip("/")
         full = f"{prefix}/{template}" if prefix else template
-        methods = frozenset(str(getattr(m, "value", m)).upper() for m in (trigger.methods or ["GET", "POST"]))
-        routes.append(Route(function.get_function_name(), full, methods, _compile(full), function.get_user_function()))
+        declared = getattr(trigger, "methods", None) or ["GET", "POST"]
+        methods = frozenset(str(getattr(m, "value", m)).upper() for m in declared)
+        routes.append(Route(name, full, methods, _compile(full), function.get_user_function()))
     return routes
 
 
@@ -182,7 +184,7 @@ class DevHost:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> DevHost:
         self._thread = threading.Thread(target=self._server.serve_forever, name="devhost", daemon=True)

@@ -35,7 +35,7 @@ import jwt
 from shared.errors import InsufficientPermissions, InvalidToken, ServiceUnavailable
 from shared.settings import Settings, is_loopback_url
 
-__all__ = ["Principal", "TokenValidator", "KeySetCache", "MetadataCache"]
+__all__ = ["KeySetCache", "MetadataCache", "Principal", "TokenValidator"]
 
 log = logging.getLogger("c4s.auth")
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared import normalize
 from shared.points import ExtensionPoint, all_points, get_point
 
-__all__ = ["InsightDocument", "DocumentError", "validate_document", "parse_jsonl", "ParsedLine"]
+__all__ = ["DocumentError", "InsightDocument", "ParsedLine", "parse_jsonl", "validate_document"]
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")

@@ -22,15 +22,15 @@ from typing import ClassVar
 
 __all__ = [
     "ApiException",
-    "InvalidRequest",
-    "InvalidCrmConnection",
-    "InvalidToken",
-    "InsufficientPermissions",
-    "RecordNotFound",
-    "RequestTooLarge",
-    "RequestThrottled",
-    "InternalServerError",
     "ConfigurationError",
+    "InsufficientPermissions",
+    "InternalServerError",
+    "InvalidCrmConnection",
+    "InvalidRequest",
+    "InvalidToken",
+    "RecordNotFound",
+    "RequestThrottled",
+    "RequestTooLarge",
     "ServiceUnavailable",
 ]
 

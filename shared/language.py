@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["parse_accept_language", "choose_language"]
+__all__ = ["choose_language", "parse_accept_language"]
 
 MAX_RANGES = 20
 

@@ -13,14 +13,14 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 __all__ = [
-    "ContractModel",
     "ApiError",
-    "Page",
+    "ContractModel",
     "NonEmptyStr",
-    "UtcDateTime",
+    "Page",
     "StringMap",
-    "wire",
+    "UtcDateTime",
     "format_utc",
+    "wire",
 ]
 
 

@@ -6,12 +6,12 @@ import re
 from urllib.parse import urlsplit
 
 __all__ = [
-    "record_type",
+    "MAX_KEY_VALUE_LENGTH",
     "crm_type",
+    "email_address",
     "org_host",
     "record_id",
-    "email_address",
-    "MAX_KEY_VALUE_LENGTH",
+    "record_type",
 ]
 
 MAX_KEY_VALUE_LENGTH = 256

@@ -15,16 +15,16 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Str
 from shared import normalize
 
 __all__ = [
-    "RequestModel",
-    "Top",
-    "Skip",
-    "RecordTypeIn",
-    "RecordIdIn",
-    "CrmTypeIn",
-    "OrgUrlIn",
-    "DateTimeIn",
-    "MAX_TOP",
     "DEFAULT_TOP",
+    "MAX_TOP",
+    "CrmTypeIn",
+    "DateTimeIn",
+    "OrgUrlIn",
+    "RecordIdIn",
+    "RecordTypeIn",
+    "RequestModel",
+    "Skip",
+    "Top",
 ]
 
 MAX_TOP = 100

@@ -29,7 +29,7 @@ from shared.models import ApiError, Page
 from shared.settings import Settings, get_settings
 from shared.store import InsightsStore, get_store
 
-__all__ = ["operation", "Operation", "RequestContext", "get_validator", "reset_validator", "JSON_MIMETYPE"]
+__all__ = ["JSON_MIMETYPE", "Operation", "RequestContext", "get_validator", "operation", "reset_validator"]
 
 JSON_MIMETYPE = "application/json"
 REQUEST_ID_HEADER = "x-ms-client-request-id"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-__all__ = ["ExtensionPoint", "register_point", "get_point", "all_points"]
+__all__ = ["ExtensionPoint", "all_points", "get_point", "register_point"]
 
 
 @dataclass(frozen=True)

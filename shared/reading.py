@@ -12,7 +12,7 @@ from shared.pipeline import RequestContext
 from shared.points import ExtensionPoint
 from shared.store import RecordRef, Scope, StoredDocument, WindowBounds
 
-__all__ = ["to_item", "record_page"]
+__all__ = ["record_page", "to_item"]
 
 
 def to_item(ctx: RequestContext, point: ExtensionPoint, doc: StoredDocument) -> BaseModel | None:

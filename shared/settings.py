@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 
-__all__ = ["Settings", "get_settings", "reset_settings", "is_loopback_url"]
+__all__ = ["Settings", "get_settings", "is_loopback_url", "reset_settings"]
 
 CsvList = Annotated[list[str], NoDecode]
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -99,9 +99,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _storage_and_audience(self) -> Settings:
         if not (self.insights_storage_connection_string or self.insights_storage_account_url):
-            raise ValueError(
-                "INSIGHTS_STORAGE_CONNECTION_STRING or INSIGHTS_STORAGE_ACCOUNT_URL must be set"
-            )
+            raise ValueError("INSIGHTS_STORAGE_CONNECTION_STRING or INSIGHTS_STORAGE_ACCOUNT_URL must be set")
         if not self.auth_audiences:
             raise ValueError("AUTH_AUDIENCES must name at least one audience")
         if not self.auth_allowed_tenants:

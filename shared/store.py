@@ -33,13 +33,13 @@ from shared.models import format_utc
 from shared.settings import Settings
 
 __all__ = [
-    "InsightsStore",
-    "StoredDocument",
-    "RecordRef",
-    "get_store",
-    "reset_store",
-    "partition_key",
     "SCHEMA_VERSION",
+    "InsightsStore",
+    "RecordRef",
+    "StoredDocument",
+    "get_store",
+    "partition_key",
+    "reset_store",
 ]
 
 SCHEMA_VERSION = 1
@@ -186,7 +186,7 @@ class InsightsStore:
                 select=["PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"],
             ):
                 yield StoredDocument.from_entity(entity)
-        except Exception as exc:  # noqa: BLE001 - any storage failure is "unavailable" to the caller
+        except Exception as exc:
             raise _unavailable(exc) from exc
 
     def read_page(
@@ -211,8 +211,11 @@ class InsightsStore:
     def ping(self) -> None:
         """One cheap round trip: proves the table answers."""
         try:
-            next(iter(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": "~ping"}, results_per_page=1)), None)
-        except Exception as exc:  # noqa: BLE001
+            next(
+                iter(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": "~ping"}, results_per_page=1)),
+                None,
+            )
+        except Exception as exc:
             raise _unavailable(exc) from exc
 
     # ---- writes ------------------------------------------------------------------------------
@@ -249,7 +252,7 @@ class InsightsStore:
             for row, doc_id in wanted.items():
                 try:
                     found[doc_id] = self._table.get_entity(pk, row, select=["Sk"])["Sk"]
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     if type(exc).__name__ != "ResourceNotFoundError":
                         raise
             return found
@@ -288,7 +291,13 @@ class InsightsStore:
         if old_row and old_row != row:
             ops.append(("delete", {"PartitionKey": pk, "RowKey": old_row}))
         ops.append(("upsert", entity, {"mode": "replace"}))
-        ops.append(("upsert", {"PartitionKey": pk, "RowKey": _index_row(doc.id), "Sk": row, "V": SCHEMA_VERSION}, {"mode": "replace"}))
+        ops.append(
+            (
+                "upsert",
+                {"PartitionKey": pk, "RowKey": _index_row(doc.id), "Sk": row, "V": SCHEMA_VERSION},
+                {"mode": "replace"},
+            )
+        )
         return ops
 
     def ensure_table(self) -> None:

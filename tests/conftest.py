@@ -22,9 +22,8 @@ from devhost.server import DevHost
 from shared.documents import validate_document
 from shared.ingest import write_documents
 from shared.pipeline import reset_validator
-from shared.settings import reset_settings
+from shared.settings import Settings, reset_settings
 from shared.store import InsightsStore, build_table_client, reset_store
-from shared.settings import Settings
 
 AUDIENCE = "api://c4s-insights-test"
 API_CLIENT_ID = "6d1e8f2a-4b3c-4d5e-9f60-7a8b9c0d1e2f"
@@ -132,11 +131,15 @@ class Service:
         claims.update(overrides)
         return self.authority.mint(**claims)
 
-    def get(self, path: str, params: dict[str, Any] | None = None, token: str | None = None, **headers: str) -> httpx.Response:
+    def get(
+        self, path: str, params: dict[str, Any] | None = None, token: str | None = None, **headers: str
+    ) -> httpx.Response:
         hdrs = {"Authorization": f"Bearer {token or self.token()}", **headers}
         return self.client.get(path, params=params, headers=hdrs)
 
-    def post(self, path: str, json: Any = None, token: str | None = None, content: bytes | None = None, **headers: str) -> httpx.Response:
+    def post(
+        self, path: str, json: Any = None, token: str | None = None, content: bytes | None = None, **headers: str
+    ) -> httpx.Response:
         hdrs = {"Authorization": f"Bearer {token or self.token()}", **headers}
         if content is not None:
             return self.client.post(path, content=content, headers={"Content-Type": "application/json", **hdrs})
@@ -159,7 +162,9 @@ class Service:
 
 
 @pytest.fixture
-def service(azurite: Azurite, authority: LocalAuthority, devhost: DevHost, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+def service(
+    azurite: Azurite, authority: LocalAuthority, devhost: DevHost, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Service]:
     table = "t" + uuid.uuid4().hex[:20]
     for name, value in base_env(azurite, authority.url, table).items():
         monkeypatch.setenv(name, value)

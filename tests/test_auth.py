@@ -36,10 +36,15 @@ class Tokens:
     def claims(self, raw: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
         """Mint options (tenant, audience, ...) shape the token; any other keyword, or `raw`,
         overrides a claim afterwards (`_DROP` removes it)."""
-        options: dict[str, Any] = dict(tenant=TENANT_A, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
+        options: dict[str, Any] = dict(
+            tenant=TENANT_A, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"]
+        )
         options.update({k: v for k, v in overrides.items() if k in self.MINT_OPTIONS})
         claims = self.authority.claims(**options)
-        for name, value in {**{k: v for k, v in overrides.items() if k not in self.MINT_OPTIONS}, **(raw or {})}.items():
+        for name, value in {
+            **{k: v for k, v in overrides.items() if k not in self.MINT_OPTIONS},
+            **(raw or {}),
+        }.items():
             if value is _DROP:
                 claims.pop(name, None)
             else:
@@ -55,10 +60,14 @@ class Tokens:
     def build_signed_by_evil_key(self) -> str:
         """The right `kid`, the wrong key."""
         evil = SigningKey.generate()
-        return jwt.encode(self.claims(), evil.private_key, algorithm="RS256", headers={"kid": self.authority.signing_key.kid})
+        return jwt.encode(
+            self.claims(), evil.private_key, algorithm="RS256", headers={"kid": self.authority.signing_key.kid}
+        )
 
     def build_with_unknown_kid(self) -> str:
-        return jwt.encode(self.claims(), SigningKey.generate().private_key, algorithm="RS256", headers={"kid": uuid.uuid4().hex})
+        return jwt.encode(
+            self.claims(), SigningKey.generate().private_key, algorithm="RS256", headers={"kid": uuid.uuid4().hex}
+        )
 
     def build_without_kid(self) -> str:
         return jwt.encode(self.claims(), self.authority.signing_key.private_key, algorithm="RS256")
@@ -110,7 +119,14 @@ CASES: list[tuple[str, Callable[[Tokens], str | None], int]] = [
     ("missing kid", lambda t: "Bearer " + t.build_without_kid(), 401),
     ("unknown kid", lambda t: "Bearer " + t.build_with_unknown_kid(), 401),
     ("right kid wrong key", lambda t: "Bearer " + t.build_signed_by_evil_key(), 401),
-    ("payload tampered", lambda t: "Bearer " + (lambda p: f"{p[0]}.{_b64({**t.claims(), 'tid': TENANT_A, 'oid': 'x'})}.{p[2]}")(t.build().split(".")), 401),
+    (
+        "payload tampered",
+        lambda t: (
+            "Bearer "
+            + (lambda p: f"{p[0]}.{_b64({**t.claims(), 'tid': TENANT_A, 'oid': 'x'})}.{p[2]}")(t.build().split("."))
+        ),
+        401,
+    ),
     ("expired", lambda t: "Bearer " + t.build(exp=_now() - 600, iat=_now() - 4000, nbf=_now() - 4000), 401),
     ("exp missing", lambda t: "Bearer " + t.build(exp=_DROP), 401),
     ("nbf in the future", lambda t: "Bearer " + t.build(nbf=_now() + 600), 401),
@@ -122,9 +138,21 @@ CASES: list[tuple[str, Callable[[Tokens], str | None], int]] = [
     ("wrong audience", lambda t: "Bearer " + t.build(audience="api://someone-else"), 401),
     ("token for another resource", lambda t: "Bearer " + t.build(audience="https://graph.microsoft.com"), 401),
     ("v2 token with a v1 issuer", lambda t: "Bearer " + t.build(iss=V1_ISSUER.format(tenant=TENANT_A)), 401),
-    ("v1 token with a v2 issuer", lambda t: "Bearer " + t.build_v1(iss=f"https://login.microsoftonline.com/{TENANT_A}/v2.0"), 401),
-    ("iss of another tenant than tid", lambda t: "Bearer " + t.build(iss=f"https://login.microsoftonline.com/{TENANT_OUTSIDE}/v2.0"), 401),
-    ("iss lookalike host", lambda t: "Bearer " + t.build(iss=f"https://login.microsoftonline.com.evil.example/{TENANT_A}/v2.0"), 401),
+    (
+        "v1 token with a v2 issuer",
+        lambda t: "Bearer " + t.build_v1(iss=f"https://login.microsoftonline.com/{TENANT_A}/v2.0"),
+        401,
+    ),
+    (
+        "iss of another tenant than tid",
+        lambda t: "Bearer " + t.build(iss=f"https://login.microsoftonline.com/{TENANT_OUTSIDE}/v2.0"),
+        401,
+    ),
+    (
+        "iss lookalike host",
+        lambda t: "Bearer " + t.build(iss=f"https://login.microsoftonline.com.evil.example/{TENANT_A}/v2.0"),
+        401,
+    ),
     ("tid not a GUID", lambda t: "Bearer " + t.build(tid="contoso.onmicrosoft.com"), 401),
     ("tid missing", lambda t: "Bearer " + t.build(tid=_DROP), 401),
     ("ver missing", lambda t: "Bearer " + t.build(ver=_DROP), 401),
@@ -148,7 +176,9 @@ CASES: list[tuple[str, Callable[[Tokens], str | None], int]] = [
 
 
 @pytest.mark.parametrize(("name", "make", "status"), CASES, ids=[c[0] for c in CASES])
-def test_bad_token_matrix(service: Service, tokens: Tokens, name: str, make: Callable[[Tokens], str | None], status: int) -> None:
+def test_bad_token_matrix(
+    service: Service, tokens: Tokens, name: str, make: Callable[[Tokens], str | None], status: int
+) -> None:
     authorization = make(tokens)
     headers = {} if authorization is None else {"Authorization": authorization}
     response = service.client.get(PATH, params=QUERY, headers={"x-ms-client-request-id": "auth-case", **headers})
@@ -158,16 +188,25 @@ def test_bad_token_matrix(service: Service, tokens: Tokens, name: str, make: Cal
         assert [i["description"] for i in body["value"]] == ["Insight visible"]
         return
     expected = {401: "INVALID_TOKEN_SPECIFIED", 403: "INSUFFICIENT_PERMISSIONS"}[status]
-    assert body == {"errorCode": expected, "errorMessage": body["errorMessage"], "activityId": "auth-case", "details": {}}
+    assert body == {
+        "errorCode": expected,
+        "errorMessage": body["errorMessage"],
+        "activityId": "auth-case",
+        "details": {},
+    }
     if status == 401:
         assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
-def test_the_reason_goes_to_the_log_not_the_caller(service: Service, tokens: Tokens, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_reason_goes_to_the_log_not_the_caller(
+    service: Service, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
     response = service.get(PATH, QUERY, token=tokens.build(audience="api://someone-else"))
     assert response.status_code == 401
     assert "aud" not in response.json()["errorMessage"].lower()
-    assert any("Audience" in r.getMessage() or "aud" in r.getMessage() for r in caplog.records if r.name.startswith("c4s"))
+    assert any(
+        "Audience" in r.getMessage() or "aud" in r.getMessage() for r in caplog.records if r.name.startswith("c4s")
+    )
 
 
 def test_token_versions_setting(service: Service, tokens: Tokens) -> None:
@@ -183,10 +222,17 @@ def test_leeway_is_a_setting(service: Service, tokens: Tokens) -> None:
     assert service.get(PATH, QUERY, token=token).status_code == 401
 
 
-def test_a_disallowed_tenant_with_a_forged_signature_is_401_once_keys_are_cached(service: Service, tokens: Tokens) -> None:
+def test_a_disallowed_tenant_with_a_forged_signature_is_401_once_keys_are_cached(
+    service: Service, tokens: Tokens
+) -> None:
     assert service.get(PATH, QUERY, token=tokens.build()).status_code == 200  # warms the key cache
     evil = SigningKey.generate()
-    forged = jwt.encode(tokens.claims(tenant=TENANT_OUTSIDE), evil.private_key, algorithm="RS256", headers={"kid": service.authority.signing_key.kid})
+    forged = jwt.encode(
+        tokens.claims(tenant=TENANT_OUTSIDE),
+        evil.private_key,
+        algorithm="RS256",
+        headers={"kid": service.authority.signing_key.kid},
+    )
     assert service.get(PATH, QUERY, token=forged).status_code == 401
     assert service.get(PATH, QUERY, token=tokens.build(tenant=TENANT_OUTSIDE)).status_code == 403
 
@@ -215,7 +261,9 @@ def own_authority(service: Service, monkeypatch: pytest.MonkeyPatch) -> Iterator
         yield authority, clock, Tokens(authority)
 
 
-def test_a_rotated_key_is_served_after_one_refresh(service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]) -> None:
+def test_a_rotated_key_is_served_after_one_refresh(
+    service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]
+) -> None:
     authority, clock, tokens = own_authority
     assert service.get(PATH, QUERY, token=tokens.build()).status_code == 200
     assert authority.key_fetches() == 1
@@ -227,7 +275,9 @@ def test_a_rotated_key_is_served_after_one_refresh(service: Service, own_authori
     assert authority.key_fetches() == 2
 
 
-def test_random_kids_cause_at_most_one_fetch_in_five_minutes(service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]) -> None:
+def test_random_kids_cause_at_most_one_fetch_in_five_minutes(
+    service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]
+) -> None:
     authority, clock, tokens = own_authority
     assert service.get(PATH, QUERY, token=tokens.build()).status_code == 200
     clock.advance(301)  # the first unknown kid may refresh; nothing after it may
@@ -256,7 +306,9 @@ def test_random_tenants_cause_no_fetch(service: Service, own_authority: tuple[Lo
     assert sum(authority.hits.values()) == 0
 
 
-def test_cached_keys_keep_serving_while_the_authority_is_down(service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]) -> None:
+def test_cached_keys_keep_serving_while_the_authority_is_down(
+    service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]
+) -> None:
     authority, clock, tokens = own_authority
     assert service.get(PATH, QUERY, token=tokens.build()).status_code == 200
     authority.available = False
@@ -268,7 +320,9 @@ def test_cached_keys_keep_serving_while_the_authority_is_down(service: Service, 
     assert service.get(PATH, QUERY, token=tokens.build()).status_code == 200
 
 
-def test_no_keys_at_all_is_503_not_a_hang(service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]) -> None:
+def test_no_keys_at_all_is_503_not_a_hang(
+    service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]
+) -> None:
     authority, _, tokens = own_authority
     authority.available = False
     started = time.monotonic()
@@ -279,7 +333,9 @@ def test_no_keys_at_all_is_503_not_a_hang(service: Service, own_authority: tuple
     assert time.monotonic() - started < 4
 
 
-def test_any_tenant_uses_the_common_metadata(service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]) -> None:
+def test_any_tenant_uses_the_common_metadata(
+    service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]
+) -> None:
     authority, _, tokens = own_authority
     service.set(AUTH_ALLOWED_TENANTS="*")
     stranger = str(uuid.uuid4())
@@ -292,7 +348,9 @@ def test_any_tenant_uses_the_common_metadata(service: Service, own_authority: tu
     assert all(TENANT_A not in p and stranger not in p for p in authority.hits)
 
 
-def test_specific_tenants_use_their_own_metadata(service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]) -> None:
+def test_specific_tenants_use_their_own_metadata(
+    service: Service, own_authority: tuple[LocalAuthority, Clock, Tokens]
+) -> None:
     authority, _, tokens = own_authority
     assert service.get(PATH, QUERY, token=tokens.build()).status_code == 200
     assert f"/{TENANT_A}/v2.0/.well-known/openid-configuration" in authority.hits

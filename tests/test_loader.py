@@ -20,7 +20,11 @@ def run_load(service: Service, path: Path, *flags: str) -> subprocess.CompletedP
     env = {**os.environ}
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "load", str(path), *flags],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -38,17 +42,29 @@ def write_jsonl(tmp_path: Path, docs: list[Any], name: str = "docs.jsonl") -> Pa
 
 
 def test_invalid_file_reports_lines_and_fields_and_writes_nothing(service: Service, tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path, [
-        doc(id="ok-1"),
-        doc(id="long", fields={"title": "A partner name that is far too long", "description": "x"}),
-        "{not json",
-        doc(id="no-tz", date_time="2025-03-01T10:00:00"),
-        doc("recordDetails", id="bad-url", fields={
-            "recordId": "r", "recordTypeDisplayName": "Quote", "recordTypePluralDisplayName": "Quotes",
-            "recordType": "quote", "recordTitle": "Q", "url": "http://insecure.example/x"}),
-        {**doc(id="no-tenant"), "tenantId": "contoso"},
-        doc(id="empty-desc", fields={"title": "Relecloud", "description": "  "}),
-    ])
+    path = write_jsonl(
+        tmp_path,
+        [
+            doc(id="ok-1"),
+            doc(id="long", fields={"title": "A partner name that is far too long", "description": "x"}),
+            "{not json",
+            doc(id="no-tz", date_time="2025-03-01T10:00:00"),
+            doc(
+                "recordDetails",
+                id="bad-url",
+                fields={
+                    "recordId": "r",
+                    "recordTypeDisplayName": "Quote",
+                    "recordTypePluralDisplayName": "Quotes",
+                    "recordType": "quote",
+                    "recordTitle": "Q",
+                    "url": "http://insecure.example/x",
+                },
+            ),
+            {**doc(id="no-tenant"), "tenantId": "contoso"},
+            doc(id="empty-desc", fields={"title": "Relecloud", "description": "  "}),
+        ],
+    )
     result = run_load(service, path)
     assert result.returncode == 1
     err = result.stderr

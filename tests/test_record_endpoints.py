@@ -68,22 +68,41 @@ def test_no_data_is_an_empty_page_not_404(service: Service) -> None:
 
 def test_record_details_shape_and_property_order(service: Service) -> None:
     props = {"Zeta": "1", "Alpha": "2", "Mid": "3"}
-    service.load([doc("recordDetails", id="q1", fields={
-        "recordId": "Q-1", "recordTypeDisplayName": "Quote", "recordTypePluralDisplayName": "Quotes",
-        "recordType": "quote", "recordTitle": "Quote one", "url": "https://crm.example/q/1",
-        "additionalProperties": props,
-    })])
+    service.load(
+        [
+            doc(
+                "recordDetails",
+                id="q1",
+                fields={
+                    "recordId": "Q-1",
+                    "recordTypeDisplayName": "Quote",
+                    "recordTypePluralDisplayName": "Quotes",
+                    "recordType": "quote",
+                    "recordTitle": "Quote one",
+                    "url": "https://crm.example/q/1",
+                    "additionalProperties": props,
+                },
+            )
+        ]
+    )
     item = service.get(RELATED, {"recordType": "opportunity", "recordId": "opp-1"}).json()["value"][0]
     assert item == {
-        "recordId": "Q-1", "recordTypeDisplayName": "Quote", "recordTypePluralDisplayName": "Quotes",
-        "recordType": "quote", "recordTitle": "Quote one", "url": "https://crm.example/q/1",
+        "recordId": "Q-1",
+        "recordTypeDisplayName": "Quote",
+        "recordTypePluralDisplayName": "Quotes",
+        "recordType": "quote",
+        "recordTitle": "Quote one",
+        "url": "https://crm.example/q/1",
         "additionalProperties": props,
     }
     assert list(item["additionalProperties"]) == ["Zeta", "Alpha", "Mid"]
     assert "dateTime" not in item
 
 
-@pytest.mark.parametrize(("record_type", "crm_type"), [("Opportunity", "Dynamics 365"), (" OPPORTUNITY ", "dynamics365"), ("opportunity", "Dynamics365")])
+@pytest.mark.parametrize(
+    ("record_type", "crm_type"),
+    [("Opportunity", "Dynamics 365"), (" OPPORTUNITY ", "dynamics365"), ("opportunity", "Dynamics365")],
+)
 def test_record_and_crm_type_spellings(service: Service, record_type: str, crm_type: str) -> None:
     service.load([doc(id="x", crmType="Dynamics 365")])
     body = service.get(HIGHLIGHTS, {"recordType": record_type, "recordId": "opp-1", "crmType": crm_type}).json()
@@ -110,27 +129,53 @@ def test_tenants_with_the_same_record_ids_never_see_each_other(service: Service)
 
 
 def test_org_scoping(service: Service) -> None:
-    service.load([
-        doc(id="contoso", crmOrgUrl=ORG, date_time="2025-03-03T00:00:00Z"),
-        doc(id="other", crmOrgUrl="other.crm.dynamics.com", date_time="2025-03-02T00:00:00Z"),
-        doc(id="unscoped", date_time="2025-03-01T00:00:00Z"),
-    ])
+    service.load(
+        [
+            doc(id="contoso", crmOrgUrl=ORG, date_time="2025-03-03T00:00:00Z"),
+            doc(id="other", crmOrgUrl="other.crm.dynamics.com", date_time="2025-03-02T00:00:00Z"),
+            doc(id="unscoped", date_time="2025-03-01T00:00:00Z"),
+        ]
+    )
     base = {"recordType": "opportunity", "recordId": "opp-1"}
     assert _ids(service.get(HIGHLIGHTS, {**base, "crmOrgUrl": ORG}).json()) == ["contoso", "unscoped"]
-    assert _ids(service.get(HIGHLIGHTS, {**base, "crmOrgUrl": "https://CONTOSO.crm.dynamics.com/main.aspx"}).json()) == ["contoso", "unscoped"]
-    assert _ids(service.get(HIGHLIGHTS, {**base, "crmOrgUrl": "other.crm.dynamics.com"}).json()) == ["other", "unscoped"]
+    assert _ids(
+        service.get(HIGHLIGHTS, {**base, "crmOrgUrl": "https://CONTOSO.crm.dynamics.com/main.aspx"}).json()
+    ) == ["contoso", "unscoped"]
+    assert _ids(service.get(HIGHLIGHTS, {**base, "crmOrgUrl": "other.crm.dynamics.com"}).json()) == [
+        "other",
+        "unscoped",
+    ]
     assert _ids(service.get(HIGHLIGHTS, base).json()) == ["unscoped"]
 
 
 @pytest.fixture
 def bilingual(service: Service) -> Service:
-    service.load([doc("recordDetails", id="c1", language="en", fields={
-        "recordId": "C-1", "recordTypeDisplayName": "Contract", "recordTypePluralDisplayName": "Contracts",
-        "recordType": "contract", "recordTitle": "Master agreement",
-        "additionalProperties": {"Status": "Active", "Value": "$10"},
-    }, localized={"fr": {"recordTypeDisplayName": "Contrat", "recordTypePluralDisplayName": "Contrats",
-                         "recordTitle": "Contrat-cadre", "additionalProperties": {"Statut": "Actif"}},
-                  "de-CH": {"recordTitle": "Rahmenvertrag"}})])
+    service.load(
+        [
+            doc(
+                "recordDetails",
+                id="c1",
+                language="en",
+                fields={
+                    "recordId": "C-1",
+                    "recordTypeDisplayName": "Contract",
+                    "recordTypePluralDisplayName": "Contracts",
+                    "recordType": "contract",
+                    "recordTitle": "Master agreement",
+                    "additionalProperties": {"Status": "Active", "Value": "$10"},
+                },
+                localized={
+                    "fr": {
+                        "recordTypeDisplayName": "Contrat",
+                        "recordTypePluralDisplayName": "Contrats",
+                        "recordTitle": "Contrat-cadre",
+                        "additionalProperties": {"Statut": "Actif"},
+                    },
+                    "de-CH": {"recordTitle": "Rahmenvertrag"},
+                },
+            )
+        ]
+    )
     return service
 
 
@@ -155,7 +200,9 @@ def test_accept_language_negotiation(bilingual: Service, accept: str, title: str
 
 
 def test_a_localized_map_replaces_the_whole_map(bilingual: Service) -> None:
-    item = bilingual.get(RELATED, {"recordType": "opportunity", "recordId": "opp-1"}, **{"Accept-Language": "fr"}).json()["value"][0]
+    item = bilingual.get(
+        RELATED, {"recordType": "opportunity", "recordId": "opp-1"}, **{"Accept-Language": "fr"}
+    ).json()["value"][0]
     assert item["additionalProperties"] == {"Statut": "Actif"}
     assert item["recordType"] == "contract"  # not natural language: never translated
 
@@ -188,13 +235,19 @@ def test_bad_inputs_are_400_naming_the_parameter(service: Service, path: str, pa
 
 
 def test_unknown_parameters_are_ignored(five: Service) -> None:
-    response = five.get(HIGHLIGHTS, {"recordType": "opportunity", "recordId": "opp-1", "top": 1, "foo": "bar", "connectorId": "x"})
+    response = five.get(
+        HIGHLIGHTS, {"recordType": "opportunity", "recordId": "opp-1", "top": 1, "foo": "bar", "connectorId": "x"}
+    )
     assert response.status_code == 200
     assert _ids(response.json()) == ["i5"]
 
 
 def test_request_id_is_echoed_and_tags_every_log_line(five: Service, log_lines: pytest.LogCaptureFixture) -> None:
-    response = five.get(HIGHLIGHTS, {"recordType": "opportunity", "recordId": "opp-1"}, **{"x-ms-client-request-id": "trace-me-1", "x-ms-user-agent": "sales-copilot"})
+    response = five.get(
+        HIGHLIGHTS,
+        {"recordType": "opportunity", "recordId": "opp-1"},
+        **{"x-ms-client-request-id": "trace-me-1", "x-ms-user-agent": "sales-copilot"},
+    )
     assert response.headers["x-ms-client-request-id"] == "trace-me-1"
     ours = [r.getMessage() for r in log_lines.records if r.name.startswith("c4s") and "trace-me-1" in r.getMessage()]
     summary = [line for line in ours if "status=200" in line]
@@ -212,12 +265,22 @@ def test_tokens_never_reach_the_log(five: Service, log_lines: pytest.LogCaptureF
     five.get(HIGHLIGHTS, {"recordType": "opportunity", "recordId": "opp-1"}, token=token)
     five.get(HIGHLIGHTS, {"recordType": "opportunity", "recordId": "opp-1"}, token=token + "x")
     signature = token.split(".")[2]
-    assert all(signature[:20] not in r.getMessage() and token.split(".")[1][:20] not in r.getMessage() for r in log_lines.records)
+    assert all(
+        signature[:20] not in r.getMessage() and token.split(".")[1][:20] not in r.getMessage()
+        for r in log_lines.records
+    )
 
 
 @pytest.mark.parametrize(
     "record_id",
-    ["opp-1' or PartitionKey ne '", "' or 1 eq 1 or '", "opp-1') or (RowKey ne '", "opp-1/../opp-2", "opp#1?x=\\y", "opp-1%27"],
+    [
+        "opp-1' or PartitionKey ne '",
+        "' or 1 eq 1 or '",
+        "opp-1') or (RowKey ne '",
+        "opp-1/../opp-2",
+        "opp#1?x=\\y",
+        "opp-1%27",
+    ],
 )
 def test_filter_injection_returns_nothing_it_should_not(service: Service, record_id: str) -> None:
     service.load([doc(id="secret", record_id="opp-2"), doc(id="mine", record_id="opp-1")])
@@ -246,7 +309,9 @@ def test_datetimes_are_served_in_utc_with_z(service: Service) -> None:
     assert item["dateTime"] == "2025-03-01T10:30:00.250Z"
 
 
-def test_missing_setting_is_a_500_naming_it_in_the_log_only(service: Service, log_lines: pytest.LogCaptureFixture) -> None:
+def test_missing_setting_is_a_500_naming_it_in_the_log_only(
+    service: Service, log_lines: pytest.LogCaptureFixture
+) -> None:
     service.monkeypatch.delenv("AUTH_AUDIENCES")
     service.set()
     response = service.get(HIGHLIGHTS, {"recordType": "opportunity", "recordId": "opp-1"})
