@@ -205,6 +205,9 @@ class TokenValidator:
         self.metadata = MetadataCache(self._client, clock)
         self.keys = KeySetCache(self._client, clock)
 
+    def close(self) -> None:
+        self._client.close()
+
     # -- the one entry point ---------------------------------------------------------------
 
     def validate(self, authorization: str | None) -> Principal:

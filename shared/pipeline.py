@@ -87,6 +87,8 @@ def get_validator(settings: Settings) -> TokenValidator:
     if _validator is None or _validator.settings is not settings:
         with _validator_lock:
             if _validator is None or _validator.settings is not settings:
+                if _validator is not None:
+                    _validator.close()
                 _validator = TokenValidator(settings)
     return _validator
 
@@ -94,6 +96,8 @@ def get_validator(settings: Settings) -> TokenValidator:
 def reset_validator() -> None:
     global _validator
     with _validator_lock:
+        if _validator is not None:
+            _validator.close()
         _validator = None
 
 

@@ -300,6 +300,9 @@ class InsightsStore:
         )
         return ops
 
+    def close(self) -> None:
+        self._table.close()
+
     def ensure_table(self) -> None:
         from azure.core.exceptions import ResourceExistsError
 
@@ -355,4 +358,6 @@ def get_store(settings: Settings) -> InsightsStore:
 def reset_store() -> None:
     global _store
     with _lock:
+        if _store is not None:
+            _store.close()
         _store = None

@@ -172,6 +172,7 @@ def service(
     store.ensure_table()
     with httpx.Client(base_url=devhost.base_url, timeout=10) as client:
         yield Service(devhost.base_url, table, authority, client, store, monkeypatch)
+    store.close()
 
 
 @pytest.fixture
