@@ -224,6 +224,8 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
         if err["type"] == "missing":
             raise InvalidRequest(name, "is required") from None
         problem = err["msg"].removeprefix("Value error, ")
+        if not err["loc"] and ": " in problem:  # a model-level rule names its own parameter
+            name, problem = problem.split(": ", 1)
         raise InvalidRequest(name, problem[0].lower() + problem[1:] if problem else "is not valid") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -53,3 +54,41 @@ def record_page(
     )
     items = [item for doc in docs if (item := to_item(ctx, point, doc)) is not None]
     return Page[Any](value=items, hasMoreResults=more)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    doc: StoredDocument
+    record_attached: bool
+
+
+def gather(
+    ctx: RequestContext,
+    point: ExtensionPoint,
+    records: list[RecordRef],
+    contacts: list[RecordRef],
+    scope: Scope,
+    wanted: int,
+) -> list[Candidate]:
+    """Documents reachable through any of a request's records or contacts, each once (by id),
+    record-attached before contact-attached, newest first within each group. Enough are read
+    to fill the first `wanted` places exactly."""
+    seen: set[str] = set()
+    ranked: list[Candidate] = []
+    for group, refs in ((True, records), (False, contacts)):
+        if not refs or len(ranked) >= wanted:
+            continue
+        # a contact partition may repeat up to len(seen) record-attached documents before its own
+        limit = wanted + len(seen)
+        found = [doc for part in ctx.store.read_many(ctx.tenant, point.name, refs, scope, limit) for doc in part]
+        for doc in sorted(found, key=lambda d: d.sort_key):
+            if doc.id not in seen:
+                seen.add(doc.id)
+                ranked.append(Candidate(doc, group))
+    return ranked
+
+
+def page_of(ctx: RequestContext, point: ExtensionPoint, docs: list[StoredDocument], skip: int, top: int) -> Page[Any]:
+    window = docs[skip : skip + top]
+    items = [item for doc in window if (item := to_item(ctx, point, doc)) is not None]
+    return Page[Any](value=items, hasMoreResults=len(docs) > skip + top)

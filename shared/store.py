@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -97,6 +98,11 @@ class StoredDocument:
     localized: dict[str, dict[str, Any]]
     prompts: tuple[str, ...]
     attached_to_record: bool
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        """Newest first; undated last; ties by id (the RowKey order within a partition)."""
+        return _inverted(self.date_time), self.id
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> StoredDocument:
@@ -208,13 +214,37 @@ class InsightsStore:
                 break
         return found[skip : skip + top], len(found) > skip + top
 
-    def ping(self) -> None:
-        """One cheap round trip: proves the table answers."""
+    def read_many(
+        self, tenant: str, point: str, refs: Sequence[RecordRef], scope: Scope, limit: int
+    ) -> list[list[StoredDocument]]:
+        """The first `limit` visible documents of each partition, read concurrently."""
+        if not refs:
+            return []
+
+        def first(ref: RecordRef) -> list[StoredDocument]:
+            found = []
+            for doc in self.iter_documents(tenant, point, ref, scope, page_size=limit):
+                found.append(doc)
+                if len(found) >= limit:
+                    break
+            return found
+
+        if len(refs) == 1:
+            return [first(refs[0])]
+        return list(_executor().map(first, refs))
+
+    def ping(self, timeout: float = 1.0) -> None:
+        """One cheap round trip with no retry: proves the table answers within `timeout`."""
         try:
-            next(
-                iter(self._table.query_entities("PartitionKey eq @pk", parameters={"pk": "~ping"}, results_per_page=1)),
-                None,
+            pages = self._table.query_entities(
+                "PartitionKey eq @pk",
+                parameters={"pk": "~ping"},
+                results_per_page=1,
+                connection_timeout=timeout,
+                read_timeout=timeout,
+                retry_total=0,
             )
+            next(iter(pages), None)
         except Exception as exc:
             raise _unavailable(exc) from exc
 
@@ -318,6 +348,17 @@ def _unavailable(exc: Exception) -> ServiceUnavailable:
 
 _lock = threading.Lock()
 _store: InsightsStore | None = None
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    """Threads for reading several partitions of one request at once (email, file links)."""
+    global _pool
+    if _pool is None:
+        with _lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store-read")
+    return _pool
 
 
 def build_table_client(settings: Settings) -> Any:

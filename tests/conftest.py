@@ -215,3 +215,37 @@ def doc(
         data["dateTime"] = date_time
     data.update(extra)
     return data
+
+
+FIELDS_BY_POINT: dict[str, Any] = {
+    "recordSummary": lambda id: {"title": f"Activity {id}", "description": f"Did {id}"},
+    "emailSummary": lambda id: {"insight": f"Insight {id}"},
+    "emailDraftFiles": lambda id: {
+        "contentType": "content-pdf",
+        "content": f"https://files.example/{id}.pdf",
+        "contentTitle": f"File {id}",
+        "contentDescription": f"About {id}",
+    },
+}
+
+
+def attached(
+    point: str,
+    *,
+    id: str,
+    record_id: str | None = None,
+    contact: str | None = None,
+    tenant: str = TENANT_A,
+    date_time: str | None = "2025-03-01T10:00:00Z",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A document of a point that may be attached to a record, a contact, or both."""
+    data: dict[str, Any] = {"tenantId": tenant, "extensionPoint": point, "id": id, "fields": FIELDS_BY_POINT[point](id)}
+    if record_id:
+        data.update(recordType="opportunity", recordId=record_id)
+    if contact:
+        data["contactEmail"] = contact
+    if date_time:
+        data["dateTime"] = date_time
+    data.update(extra)
+    return data

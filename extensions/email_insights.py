@@ -1,0 +1,84 @@
+"""Email summary (version 2): insights for the email summary in Outlook (contract §4).
+
+Only the first item reaches the email body, so the order is the feature: insights attached to
+the thread's CRM records first, then those attached to its participants, newest first in each.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.email import EmailModel, RelatedEntities, participants
+from shared.models import ContractModel, NonEmptyStr, Page, wire
+from shared.params import DEFAULT_TOP, CrmTypeIn, OrgUrlIn, RequestModel, Skip, Top
+from shared.pipeline import RequestContext, operation
+from shared.points import ExtensionPoint, register_point
+from shared.reading import gather, page_of
+from shared.store import RecordRef, Scope
+
+bp = func.Blueprint()
+
+
+class EmailInsightsRequest(RequestModel):
+    resourceData: EmailModel = wire(
+        "This input identifies the email content which is a collection of email thread, subject, and other details.",
+        "Email",
+    )
+    relatedEntities: RelatedEntities = wire(
+        "This input identifies the array of CRM records, which is related to the email thread.",
+        "Related CRM records",
+        default_factory=list,
+    )
+    crmType: CrmTypeIn = wire(
+        "This input indicates the type of CRM in which the record related to the email thread exists.",
+        "CRM type",
+        default="",
+    )
+    crmOrgUrl: OrgUrlIn = wire(
+        "This input indicates the URL of the CRM environment in which the record related to the email thread exists.",
+        "CRM org URL",
+        default="",
+    )
+    top: Top = wire("This input indicates the number of file links to fetch.", "Top", default=DEFAULT_TOP)
+    skip: Skip = wire(
+        "This input indicates the number of items to skip when fetching suggested file links.", "Skip", default=0
+    )
+
+
+class EmailInsight(ContractModel):
+    insight: NonEmptyStr = wire(
+        "This  output indicates the text you would like to be included in the email summary.", "Insight"
+    )
+
+
+POINT = register_point(
+    ExtensionPoint(
+        name="emailSummary",
+        item_model=EmailInsight,
+        localizable=frozenset({"insight"}),
+        attach_to=frozenset({"record", "contact"}),
+    )
+)
+
+
+@bp.function_name("email_insights")
+@bp.route(route="enhanceskills/email-insights-v2", methods=["POST"])
+@operation(
+    operation_id="scp-get-email-insights-v2",
+    summary="Get insights for the email summary",
+    description="This action gets additional sales insights that will be shown in C4S email summary experience inside outlook summary. The action enhances the existing skills of copilot for sales.",
+    body=EmailInsightsRequest,
+    item=EmailInsight,
+)
+def email_insights(ctx: RequestContext, request: EmailInsightsRequest) -> Page[EmailInsight]:
+    records = list(dict.fromkeys(RecordRef.record(e.entityType, e.entityId) for e in request.relatedEntities))
+    wanted = request.skip + request.top + 1
+    ranked = gather(
+        ctx,
+        POINT,
+        records,
+        participants(request.resourceData),
+        Scope(org=request.crmOrgUrl, crm=request.crmType),
+        wanted,
+    )
+    return page_of(ctx, POINT, [c.doc for c in ranked], request.skip, request.top)
