@@ -257,15 +257,15 @@ def cmd_mint_token(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from devhost.azurite import Azurite, connection_string
 
-    values = local_values()
     os.environ.setdefault("INSIGHTS_STORAGE_CONNECTION_STRING", connection_string(args.azurite_port))
     apply_local_settings()
     _configure_logging(args.log_level)
     azurite = Azurite(port=args.azurite_port, location=LOCAL / "azurite").start()
     try:
         authority = _authority(args.authority_port)
-        if os.environ["AUTH_AUTHORITY"].rstrip("/") != authority.url:  # type: ignore[attr-defined]
-            print(f"note: AUTH_AUTHORITY is {os.environ['AUTH_AUTHORITY']}, the local identity is {authority.url}")  # type: ignore[attr-defined]
+        authority_url = authority.url  # type: ignore[attr-defined]
+        if os.environ["AUTH_AUTHORITY"].rstrip("/") != authority_url:
+            print(f"note: AUTH_AUTHORITY is {os.environ['AUTH_AUTHORITY']}, the local identity is {authority_url}")
         print(f"loading {SAMPLE_DATA.relative_to(ROOT)}")
         if _load_file(SAMPLE_DATA, skip_bad=False, dry_run=False):
             return 1
@@ -278,25 +278,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 tenant=None, audience=None, client_app=None, roles=None, scopes=None, version="2.0", lifetime=8 * 3600
             )
         )
-        record = "8d2f6a1c-5b3e-4f7a-9c2d-1e4b6a8f3c50"
-        print(
-            f"\nserving {len(host.routes)} functions on {host.base_url} (Azurite on :{azurite.port}, identity on {authority.url})"
-        )  # type: ignore[attr-defined]
-        print("\nTry (a token for the sample tenant, valid 8 hours):\n")
-        print(f"  TOKEN={token}\n")
-        print(
-            f'  curl -s -H "Authorization: Bearer $TOKEN" -H "Accept-Language: fr" '
-            f'"{host.base_url}/api/enhanceskills/related-records?recordType=opportunity&recordId={record}'
-            f'&crmType=Dynamics%20365&crmOrgUrl=contoso.crm.dynamics.com"\n'
+        print(f"\nserving {len(host.routes)} functions on {host.base_url}", end=" ")
+        print(f"(Azurite on :{azurite.port}, identity on {authority_url})")
+        print("\nTry it (a token for the sample tenant, valid 8 hours):\n")
+        print(f"TOKEN={token}\n")
+        for example in curl_examples(host.base_url):
+            print(example + "\n")
+        settings_file = (
+            "local.settings.json" if (ROOT / "local.settings.json").exists() else "local.settings.sample.json"
         )
-        print(
-            f'  curl -s -H "Authorization: Bearer $TOKEN" '
-            f'"{host.base_url}/api/enhanceskills/sales-highlights?recordType=opportunity&recordId={record}'
-            f'&crmOrgUrl=contoso.crm.dynamics.com&top=3"\n'
-        )
-        print(
-            f"More tokens: python3 manage.py mint-token --help. Stop with Ctrl+C. Settings: {'local.settings.json' if (ROOT / 'local.settings.json').exists() else 'local.settings.sample.json'} ({len(values)} values)."
-        )
+        print(f"More tokens: python3 manage.py mint-token --help. Settings from {settings_file}. Stop with Ctrl+C.")
         try:
             host.serve_forever()
         except KeyboardInterrupt:
@@ -304,6 +295,76 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         azurite.stop()
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tools.contract_check import Target, acquire_token, check_operations, format_report, registered_operations
+
+    if args.token:
+        token = args.token
+    elif os.environ.get("C4S_CHECK_TOKEN"):
+        token = os.environ["C4S_CHECK_TOKEN"]
+    elif args.tenant and args.client_id and args.scope:
+        token = acquire_token(
+            tenant=args.tenant,
+            client_id=args.client_id,
+            scope=args.scope,
+            client_secret=os.environ.get(args.client_secret_env),
+            device_code=args.device_code,
+        )
+    else:
+        print("give --token (or C4S_CHECK_TOKEN), or --tenant, --client-id and --scope for msal", file=sys.stderr)
+        return 2
+    target = Target(
+        record_type=args.record_type,
+        record_id=args.record_id,
+        crm_type=args.crm_type,
+        crm_org_url=args.crm_org_url,
+        participants=args.participant or [],
+        top=args.top,
+    )
+    results = check_operations(registered_operations(), args.base_url, token, target)
+    print(format_report(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+SAMPLE_RECORD = "8d2f6a1c-5b3e-4f7a-9c2d-1e4b6a8f3c50"
+SAMPLE_EMAIL = {
+    "resourceData": {
+        "subject": "Rollout plan",
+        "plaintextBody": "Hi Alex, can you send the proposal?",
+        "from": "megan.bowen@fabrikam.example",
+        "to": ["alex@contoso.example"],
+        "cc": [],
+    },
+    "relatedEntities": [{"entityId": SAMPLE_RECORD, "entityType": "opportunity", "entitySource": "connected"}],
+    "crmOrgUrl": "contoso.crm.dynamics.com",
+}
+
+
+def curl_examples(base_url: str) -> list[str]:
+    """One working curl per operation against the sample data (printed by `run`, shown in README)."""
+    auth = '-H "Authorization: Bearer $TOKEN" -H "x-ms-user-agent: sales-copilot"'
+    record = (
+        f"recordType=opportunity&recordId={SAMPLE_RECORD}&crmType=Dynamics%20365&crmOrgUrl=contoso.crm.dynamics.com"
+    )
+    draft = {
+        "resourceData": SAMPLE_EMAIL["resourceData"],
+        "resourceType": "email-thread",
+        "recordType": "opportunity",
+        "recordId": SAMPLE_RECORD,
+        "crmOrgUrl": "contoso.crm.dynamics.com",
+        "inputPrompt": "Make a proposal",
+    }
+    post = f'{auth} -H "Content-Type: application/json"'
+    return [
+        f'curl -s {auth} -H "Accept-Language: fr" "{base_url}/api/enhanceskills/related-records?{record}&top=3"',
+        f'curl -s {auth} "{base_url}/api/enhanceskills/sales-highlights?{record}"',
+        f'curl -s {auth} "{base_url}/api/enhanceskills/activities?{record}&startDateTime=2025-02-01T00:00:00Z"',
+        f"curl -s {post} -d '{json.dumps(SAMPLE_EMAIL)}' {base_url}/api/enhanceskills/email-insights-v2",
+        f"curl -s {post} -d '{json.dumps(draft)}' {base_url}/api/enhanceskills/content-suggestions",
+        f"curl -s {auth} {base_url}/api/diagnostics/testconnection",
+    ]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -349,6 +410,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--skip-bad", action="store_true", help="load the valid lines even when some are invalid")
     s.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")
     s.set_defaults(func=cmd_load)
+
+    s = sub.add_parser("check", help="call every operation of a deployed instance and check it keeps the contract")
+    s.add_argument("--base-url", required=True, help="e.g. https://<app>.azurewebsites.net")
+    s.add_argument("--record-type", default="opportunity")
+    s.add_argument("--record-id", required=True)
+    s.add_argument("--crm-type", default="")
+    s.add_argument("--crm-org-url", default="")
+    s.add_argument("--participant", action="append", help="an email address in the test thread (repeatable)")
+    s.add_argument("--top", type=int, default=5)
+    s.add_argument("--token", help="an access token to use as it is (or set C4S_CHECK_TOKEN)")
+    s.add_argument("--tenant", help="Entra tenant to get a token from (msal)")
+    s.add_argument("--client-id", help="app registration that requests the token")
+    s.add_argument("--scope", help="e.g. api://<api-app-id>/.default (client credentials) or .../user_impersonation")
+    s.add_argument("--client-secret-env", default="C4S_CHECK_CLIENT_SECRET", help="variable holding the client secret")
+    s.add_argument("--device-code", action="store_true", help="sign in as a user (delegated token)")
+    s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("mint-token", help="mint an access token signed by the local identity")
     s.add_argument("--tenant", help="tenant id (default: the first allowed tenant)")

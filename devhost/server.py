@@ -54,10 +54,22 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$", re.IGNORECASE)
 
 
+_functions: dict[int, tuple[func.FunctionApp, list[Any]]] = {}
+_functions_lock = threading.Lock()
+
+
+def functions_of(app: func.FunctionApp) -> list[Any]:
+    """`app.get_functions()`, which raises when called twice on one app, called once and kept."""
+    with _functions_lock:
+        if id(app) not in _functions:
+            _functions[id(app)] = (app, app.get_functions())
+        return _functions[id(app)][1]
+
+
 def routes_of(app: func.FunctionApp, prefix: str) -> list[Route]:
-    """The app's HTTP triggers. `get_functions()` may be called once per app: call this once."""
+    """The app's HTTP triggers, read from the app itself: the one route table."""
     routes = []
-    for function in app.get_functions():
+    for function in functions_of(app):
         trigger = function.get_trigger()
         if trigger is None or getattr(trigger, "type", "") != "httpTrigger":
             continue
