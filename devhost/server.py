@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
 
@@ -117,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
                 url=f"http://{self.headers.get('Host', 'localhost')}{self.path}",
                 headers=dict(self.headers.items()),
                 params=params,
-                route_params=match.groupdict(),
+                route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
                 body=body,
             )
             try:

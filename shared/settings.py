@@ -54,7 +54,6 @@ class Settings(BaseSettings):
     auth_leeway_seconds: int = Field(default=60, ge=0, le=300)
 
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
-    request_budget_seconds: float = Field(default=4.0, gt=0, le=5.0)
 
     @field_validator(
         "auth_audiences",

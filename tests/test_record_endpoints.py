@@ -332,3 +332,29 @@ def test_malformed_setting_is_named(service: Service, log_lines: pytest.LogCaptu
 def test_wrong_method_and_unknown_route(service: Service) -> None:
     assert service.client.post(HIGHLIGHTS).status_code == 405
     assert service.client.get("/api/enhanceskills/nothing").status_code == 404
+
+
+def test_expired_documents_are_never_served(service: Service) -> None:
+    service.load(
+        [
+            doc(id="expired", expiresAt="2020-01-01T00:00:00Z"),
+            doc(id="current", expiresAt="2999-01-01T00:00:00+01:00"),
+            doc(id="forever"),
+        ]
+    )
+    body = service.get(HIGHLIGHTS, {"recordType": "opportunity", "recordId": "opp-1", "top": 1}).json()
+    assert len(body["value"]) == 1 and body["hasMoreResults"] is True
+    assert sorted(_ids(service.get(HIGHLIGHTS, {"recordType": "opportunity", "recordId": "opp-1"}).json())) == [
+        "current",
+        "forever",
+    ]
+
+
+def test_every_setting_is_in_the_sample_local_settings() -> None:
+    import json
+    from pathlib import Path
+
+    from shared.settings import Settings
+
+    values = json.loads((Path(__file__).resolve().parent.parent / "local.settings.sample.json").read_text())["Values"]
+    assert {name.upper() for name in Settings.model_fields} <= set(values)
