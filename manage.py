@@ -328,6 +328,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_connector(args: argparse.Namespace) -> int:
+    from tools.connector import ConnectorOptions, render_package, write_package
+    from tools.contract_check import registered_operations
+
+    options = ConnectorOptions(
+        host=args.host,
+        base_path=args.base_path,
+        title=args.title,
+        publisher=args.publisher,
+        brand_color=args.brand_color,
+        app_id_uri=args.app_id_uri,
+        client_id=args.client_id,
+        website=args.website,
+        privacy_policy=args.privacy_policy,
+        support_email=args.support_email,
+    )
+    files = render_package(registered_operations(), options)
+    out = Path(args.out)
+    if args.check:
+        stale = [
+            name for name, content in files.items() if not (out / name).exists() or (out / name).read_bytes() != content
+        ]
+        if stale:
+            print(f"{out} is out of date ({', '.join(stale)}): run python3 manage.py connector", file=sys.stderr)
+            return 1
+        print(f"{out} matches the code")
+        return 0
+    write_package(files, out)
+    print(f"wrote {', '.join(files)} to {out}")
+    return 0
+
+
 SAMPLE_RECORD = "8d2f6a1c-5b3e-4f7a-9c2d-1e4b6a8f3c50"
 SAMPLE_EMAIL = {
     "resourceData": {
@@ -426,6 +458,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--client-secret-env", default="C4S_CHECK_CLIENT_SECRET", help="variable holding the client secret")
     s.add_argument("--device-code", action="store_true", help="sign in as a user (delegated token)")
     s.set_defaults(func=cmd_check)
+
+    from_defaults = argparse.ArgumentDefaultsHelpFormatter
+    s = sub.add_parser("connector", help="generate connector/ from the code", formatter_class=from_defaults)
+    s.add_argument("--out", default=str(ROOT / "connector"))
+    s.add_argument("--check", action="store_true", help="exit 1 when the folder differs from a fresh generation")
+    s.add_argument("--host", default="your-function-app.azurewebsites.net")
+    s.add_argument("--base-path", default="/api")
+    s.add_argument("--title", default="Relecloud Sales Insights")
+    s.add_argument("--publisher", default="Relecloud")
+    s.add_argument("--brand-color", default="#0f6b5c")
+    s.add_argument("--app-id-uri", default="api://00000000-0000-0000-0000-000000000000")
+    s.add_argument("--client-id", default="[[CLIENT_ID]]", help="placeholder; set the real one in the maker portal")
+    s.add_argument("--website", default="https://www.relecloud.example")
+    s.add_argument("--privacy-policy", default="https://www.relecloud.example/privacy")
+    s.add_argument("--support-email", default="support@relecloud.example")
+    s.set_defaults(func=cmd_connector)
 
     s = sub.add_parser("mint-token", help="mint an access token signed by the local identity")
     s.add_argument("--tenant", help="tenant id (default: the first allowed tenant)")

@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import annotated_types
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from shared import normalize
@@ -66,7 +67,12 @@ def _skip(value: Any) -> int:
 
 
 def _org(value: str) -> str:
-    return normalize.org_host(value)
+    """A host name when one can be read; otherwise the value as given (lower case), which scopes
+    to no stored org, so the seller still gets the unscoped insights rather than an error."""
+    try:
+        return normalize.org_host(value)
+    except ValueError:
+        return value.strip().lower()
 
 
 def _datetime(value: Any) -> datetime:
@@ -85,8 +91,8 @@ def _datetime(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-Top = Annotated[int, BeforeValidator(_top)]
-Skip = Annotated[int, BeforeValidator(_skip)]
+Top = Annotated[int, BeforeValidator(_top), annotated_types.Ge(1), annotated_types.Le(_INT32_MAX)]
+Skip = Annotated[int, BeforeValidator(_skip), annotated_types.Ge(0), annotated_types.Le(_INT32_MAX)]
 RecordTypeIn = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
