@@ -184,42 +184,94 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _load_file(path: Path, skip_bad: bool, dry_run: bool) -> int:
-    import extensions  # noqa: F401 - registers the extension points the documents name
-    from shared.documents import parse_jsonl
-    from shared.ingest import write_documents
-    from shared.settings import get_settings
-    from shared.store import InsightsStore, build_table_client
+    from tools.data import load
 
-    good = []
-    bad = 0
-    with path.open(encoding="utf-8") as lines:
-        for parsed in parse_jsonl(lines):
-            if parsed.errors:
-                bad += 1
-                where = f"{path}:{parsed.line}" + (f" (id {parsed.raw_id})" if parsed.raw_id else "")
-                for error in parsed.errors:
-                    print(f"{where}: {error}", file=sys.stderr)
-            elif parsed.document is not None:
-                good.append(parsed.document)
-    if bad and not skip_bad:
-        print(f"{bad} invalid line(s); nothing written (use --skip-bad to load the valid ones)", file=sys.stderr)
-        return 1
-    if dry_run:
-        print(f"dry run: {len(good)} valid document(s), {bad} invalid; nothing written")
-        return 0
-    store = InsightsStore(build_table_client(get_settings()))
-    store.ensure_table()
-    summary = write_documents(store, good)
-    print(
-        f"loaded {summary.documents} document(s) into {summary.partitions} partition(s) "
-        f"in {summary.transactions} transaction(s); skipped {bad} invalid line(s)"
-    )
-    return 0
+    return load(path, skip_bad=skip_bad, dry_run=dry_run)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     apply_local_settings()
     return _load_file(Path(args.file), args.skip_bad, args.dry_run)
+
+
+def _record(args: argparse.Namespace) -> tuple[str, str] | None:
+    from shared import normalize
+
+    if bool(args.record_type) != bool(args.record_id):
+        raise SystemExit("--record-type and --record-id go together")
+    return (normalize.record_type(args.record_type), normalize.record_id(args.record_id)) if args.record_type else None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tools.data import export
+
+    apply_local_settings()
+    record = _record(args)
+    if record and not args.tenant:
+        raise SystemExit("--record-type/--record-id need --tenant")
+    if args.output == "-":
+        return export(sys.stdout, tenant=args.tenant, record=record)
+    with open(args.output, "w", encoding="utf-8") as out:
+        return export(out, tenant=args.tenant, record=record)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from tools.data import delete
+
+    apply_local_settings()
+    record = _record(args)
+    if args.id:
+        scope = "document"
+        if not args.extension_point or not (record or args.contact_email):
+            raise SystemExit("deleting a document needs --extension-point, --id and the record or --contact-email")
+    elif record:
+        scope = "record"
+    elif args.contact_email:
+        scope = "contact"
+    elif args.all:
+        scope = "tenant"
+    else:
+        raise SystemExit("say what to delete: --id, --record-type/--record-id, --contact-email, or --all")
+    what = {
+        "document": f"document {args.id}",
+        "record": f"every document of record {record}",
+        "contact": f"every document of contact {args.contact_email}",
+        "tenant": "EVERY document",
+    }[scope]
+    if not args.yes:
+        try:
+            answer = input(f"Delete {what} of tenant {args.tenant}? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    deleted = delete(
+        tenant=args.tenant,
+        scope=scope,
+        extension_point=args.extension_point,
+        record=record,
+        contact=args.contact_email,
+        doc_id=args.id,
+    )
+    print(f"deleted {deleted} document(s)")
+    return 0
+
+
+def cmd_purge_expired(args: argparse.Namespace) -> int:
+    from tools.data import purge_expired
+
+    apply_local_settings()
+    print(f"purged {purge_expired()} expired document(s)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from tools.data import stats
+
+    apply_local_settings()
+    stats()
+    return 0
 
 
 def _mint(args: argparse.Namespace) -> str:
@@ -437,8 +489,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--in-memory", action="store_true")
     s.set_defaults(func=cmd_azurite)
 
-    s = sub.add_parser("load", help="validate and load insight documents from a JSONL file")
-    s.add_argument("file")
+    s = sub.add_parser("load", help="validate and load insight documents (JSONL, or CSV: see README)")
+    s.add_argument("file", help="a .jsonl file, or a .csv file with the documented columns")
     s.add_argument("--skip-bad", action="store_true", help="load the valid lines even when some are invalid")
     s.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")
     s.set_defaults(func=cmd_load)
@@ -474,6 +526,30 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--privacy-policy", default="https://www.relecloud.example/privacy")
     s.add_argument("--support-email", default="support@relecloud.example")
     s.set_defaults(func=cmd_connector)
+
+    s = sub.add_parser("export", help="export documents as JSONL that load accepts back unchanged")
+    s.add_argument("--tenant", help="one tenant (default: everything)")
+    s.add_argument("--record-type")
+    s.add_argument("--record-id", help="with --tenant and --record-type: one record's documents")
+    s.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("delete", help="delete a document, a record's, a contact's or a tenant's documents")
+    s.add_argument("--tenant", required=True)
+    s.add_argument("--extension-point", help="with --id")
+    s.add_argument("--id", help="one document (with --extension-point and the record or contact)")
+    s.add_argument("--record-type")
+    s.add_argument("--record-id")
+    s.add_argument("--contact-email")
+    s.add_argument("--all", action="store_true", help="every document of the tenant")
+    s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    s.set_defaults(func=cmd_delete)
+
+    s = sub.add_parser("purge-expired", help="delete documents whose expiresAt has passed")
+    s.set_defaults(func=cmd_purge_expired)
+
+    s = sub.add_parser("stats", help="documents per tenant and extension point")
+    s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("mint-token", help="mint an access token signed by the local identity")
     s.add_argument("--tenant", help="tenant id (default: the first allowed tenant)")

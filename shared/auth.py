@@ -210,7 +210,10 @@ class TokenValidator:
 
     # -- the one entry point ---------------------------------------------------------------
 
-    def validate(self, authorization: str | None) -> Principal:
+    def validate(self, authorization: str | None, role: str = "reader") -> Principal:
+        """A verified, authorized caller. `role` is `reader` (Copilot for Sales, on behalf of a
+        seller of a customer tenant) or `writer` (a partner backend service, app-only, from a
+        partner home tenant)."""
         token = _bearer(authorization)
         header, unverified = _unverified(token)
         version = unverified.get("ver")
@@ -222,10 +225,13 @@ class TokenValidator:
         if not isinstance(tid, str) or not _GUID.match(tid):
             raise InvalidToken(log_detail="tid is missing or not a lower-case GUID")
 
-        if not self.settings.tenant_allowed(tid):
-            self._reject_untrusted_tenant(token, header["kid"], tid)
+        writer = role == "writer"
+        if writer and tid not in self.settings.auth_writer_home_tenants:
+            self._reject_untrusted_tenant(token, header["kid"], tid, "AUTH_WRITER_HOME_TENANTS")
+        if not writer and not self.settings.tenant_allowed(tid):
+            self._reject_untrusted_tenant(token, header["kid"], tid, "AUTH_ALLOWED_TENANTS")
 
-        metadata = self._metadata(version, tid)
+        metadata = self._metadata(version, tid, tenant_independent=self.settings.any_tenant and not writer)
         expected_issuer = metadata.issuer.replace("{tenantid}", tid)
         if unverified.get("iss") != expected_issuer:
             raise InvalidToken(log_detail=f"iss {unverified.get('iss')!r} is not {expected_issuer!r}")
@@ -235,20 +241,25 @@ class TokenValidator:
                 raise ServiceUnavailable(log_detail=f"signing keys unavailable from {metadata.jwks_uri}")
             raise InvalidToken(log_detail=f"kid {header['kid']!r} is not in {metadata.jwks_uri}")
         claims = self._verify(token, key, expected_issuer)
-        return self._authorize(claims, version, tid)
+        principal = self._principal(claims, version, tid)
+        if writer:
+            self._authorize_writer(principal)
+        else:
+            self._authorize_reader(principal)
+        return principal
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _reject_untrusted_tenant(self, token: str, kid: str, tid: str) -> None:
+    def _reject_untrusted_tenant(self, token: str, kid: str, tid: str, setting: str) -> None:
         """Nothing is fetched for a tenant outside the allow-list. A token we can check with keys
         already cached is checked, so a forged one is still a 401; otherwise it is refused."""
         key = self.keys.cached_key(kid)
         if key is not None:
             self._verify(token, key, issuer=None)
-        raise InsufficientPermissions(log_detail=f"tenant {tid} is not in AUTH_ALLOWED_TENANTS")
+        raise InsufficientPermissions(log_detail=f"tenant {tid} is not in {setting}")
 
-    def _metadata(self, version: str, tid: str) -> Metadata:
-        tenant = "common" if self.settings.any_tenant else tid
+    def _metadata(self, version: str, tid: str, tenant_independent: bool) -> Metadata:
+        tenant = "common" if tenant_independent else tid
         suffix = "v2.0/.well-known/openid-configuration" if version == "2.0" else ".well-known/openid-configuration"
         url = f"{self.settings.auth_authority}/{tenant}/{suffix}"
         metadata = self.metadata.get(url)
@@ -270,7 +281,7 @@ class TokenValidator:
         except jwt.PyJWTError as exc:
             raise InvalidToken(log_detail=f"{type(exc).__name__}: {exc}") from None
 
-    def _authorize(self, claims: dict[str, Any], version: str, tid: str) -> Principal:
+    def _principal(self, claims: dict[str, Any], version: str, tid: str) -> Principal:
         client_app = claims.get("azp") if version == "2.0" else claims.get("appid")
         if not isinstance(client_app, str) or not client_app:
             raise InvalidToken(log_detail="azp/appid is missing")
@@ -283,28 +294,42 @@ class TokenValidator:
         oid = claims.get("oid", "")
         if not isinstance(oid, str):
             raise InvalidToken(log_detail="oid is not a string")
-
-        settings = self.settings
-        allowed_apps = settings.auth_allowed_client_apps
-        if allowed_apps and "*" not in allowed_apps and client_app.lower() not in {a.lower() for a in allowed_apps}:
-            raise InsufficientPermissions(log_detail=f"client app {client_app} is not in AUTH_ALLOWED_CLIENT_APPS")
-        scopes = frozenset(scp.split()) if scp else frozenset()
-        if scopes:
-            required = set(settings.auth_required_scopes)
-            if required and not scopes & required:
-                raise InsufficientPermissions(log_detail=f"scp lacks one of {sorted(required)}")
-        else:
-            required_roles = set(settings.auth_required_roles)
-            if not required_roles or not set(roles) & required_roles:
-                raise InsufficientPermissions(log_detail="app-only token without a role in AUTH_REQUIRED_ROLES")
         return Principal(
             tenant_id=tid,
             object_id=oid,
             client_app=client_app,
             version=version,
-            scopes=scopes,
+            scopes=frozenset(scp.split()) if scp else frozenset(),
             roles=frozenset(roles),
         )
+
+    def _authorize_reader(self, principal: Principal) -> None:
+        settings = self.settings
+        allowed_apps = {a.lower() for a in settings.auth_allowed_client_apps}
+        if allowed_apps and "*" not in allowed_apps and principal.client_app.lower() not in allowed_apps:
+            raise InsufficientPermissions(
+                log_detail=f"client app {principal.client_app} is not in AUTH_ALLOWED_CLIENT_APPS"
+            )
+        if principal.scopes:
+            required = set(settings.auth_required_scopes)
+            if required and not principal.scopes & required:
+                raise InsufficientPermissions(log_detail=f"scp lacks one of {sorted(required)}")
+        else:
+            required_roles = set(settings.auth_required_roles)
+            if not required_roles or not principal.roles & required_roles:
+                raise InsufficientPermissions(log_detail="app-only token without a role in AUTH_REQUIRED_ROLES")
+
+    def _authorize_writer(self, principal: Principal) -> None:
+        """Writers are partner services: app-only tokens with a write role, from a listed app."""
+        settings = self.settings
+        if principal.scopes:
+            raise InsufficientPermissions(log_detail="a delegated (user) token cannot write")
+        if principal.client_app.lower() not in {a.lower() for a in settings.auth_writer_client_apps}:
+            raise InsufficientPermissions(
+                log_detail=f"client app {principal.client_app} is not in AUTH_WRITER_CLIENT_APPS"
+            )
+        if not principal.roles & set(settings.auth_writer_roles):
+            raise InsufficientPermissions(log_detail=f"token lacks one of the roles {settings.auth_writer_roles}")
 
 
 def _bearer(authorization: str | None) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from shared.documents import InsightDocument
-from shared.store import InsightsStore, RecordRef, partition_key
+from shared.store import ChunkResult, InsightsStore, partition_keys
 
 __all__ = ["WriteSummary", "partitions_of", "write_documents"]
 
@@ -21,24 +21,18 @@ class WriteSummary:
     documents: int = 0
     partitions: int = 0
     transactions: int = 0
-    failed_partitions: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[ChunkResult] = field(default_factory=list)
 
-
-def refs_of(doc: InsightDocument) -> list[RecordRef]:
-    """Every partition a document is reachable through: its record and/or its contact."""
-    refs = []
-    if doc.recordType and doc.recordId:
-        refs.append(RecordRef.record(doc.recordType, doc.recordId))
-    if doc.contactEmail:
-        refs.append(RecordRef.contact(doc.contactEmail))
-    return refs
+    @property
+    def failed_ids(self) -> set[str]:
+        return {doc_id for chunk in self.failed for doc_id in chunk.ids}
 
 
 def partitions_of(documents: Iterable[InsightDocument]) -> dict[str, list[InsightDocument]]:
     groups: dict[str, list[InsightDocument]] = defaultdict(list)
     for doc in documents:
-        for ref in refs_of(doc):
-            groups[partition_key(doc.tenantId, doc.extensionPoint, ref)].append(doc)
+        for pk in partition_keys(doc):
+            groups[pk].append(doc)
     return groups
 
 
@@ -56,6 +50,7 @@ def write_documents(
     for pk, group in groups.items():
         chunks = store.write_partition(pk, group)
         summary.transactions += len(chunks)
+        summary.failed += [chunk for chunk in chunks if chunk.error]
         if progress:
             progress(len(group))
     return summary

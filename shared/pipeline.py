@@ -74,6 +74,10 @@ class Operation(Generic[InputT]):
     visibility: str = "important"
     response_model: type[BaseModel] | None = None
     """For operations that answer something other than the `{value, hasMoreResults}` envelope."""
+    role: str = "reader"
+    """`reader`: Copilot for Sales for a seller; `writer`: a partner backend (ingestion)."""
+    in_connector: bool = True
+    """Whether the operation belongs to the connector definition Copilot for Sales sees."""
 
 
 Handler = Callable[[RequestContext, Any], BaseModel]
@@ -111,6 +115,8 @@ def operation(
     body: type[BaseModel] | None = None,
     visibility: str = "important",
     response: type[BaseModel] | None = None,
+    role: str = "reader",
+    in_connector: bool = True,
 ) -> Callable[[Handler], Callable[[func.HttpRequest], func.HttpResponse]]:
     spec: Operation[Any] = Operation(
         operation_id=operation_id,
@@ -121,6 +127,8 @@ def operation(
         body_model=body,
         visibility=visibility,
         response_model=response,
+        role=role,
+        in_connector=in_connector,
     )
 
     def decorate(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
@@ -149,7 +157,7 @@ def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.
     items = 0
     try:
         settings = get_settings()
-        principal = get_validator(settings).validate(req.headers.get("Authorization"))
+        principal = get_validator(settings).validate(req.headers.get("Authorization"), role=spec.role)
         tenant, version = principal.tenant_id, principal.version
         ctx = RequestContext(
             request_id=request_id,

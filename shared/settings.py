@@ -53,7 +53,13 @@ class Settings(BaseSettings):
     auth_token_versions: CsvList = Field(default_factory=lambda: ["1.0", "2.0"])
     auth_leeway_seconds: int = Field(default=60, ge=0, le=300)
 
+    auth_writer_home_tenants: CsvList = Field(default_factory=list)
+    auth_writer_roles: CsvList = Field(default_factory=lambda: ["Insights.Write"])
+    auth_writer_client_apps: CsvList = Field(default_factory=list)
+    auth_writer_tenant_grants: str = ""
+
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    ingest_max_documents: int = Field(default=1000, gt=0, le=10_000)
 
     @field_validator(
         "auth_audiences",
@@ -62,6 +68,9 @@ class Settings(BaseSettings):
         "auth_required_scopes",
         "auth_required_roles",
         "auth_token_versions",
+        "auth_writer_home_tenants",
+        "auth_writer_roles",
+        "auth_writer_client_apps",
         mode="before",
     )
     @classmethod
@@ -77,6 +86,20 @@ class Settings(BaseSettings):
             if tenant != "*" and not _GUID.match(tenant):
                 raise ValueError(f"{tenant!r} is neither a tenant GUID nor '*'")
         return [t.lower() for t in value]
+
+    @field_validator("auth_writer_home_tenants")
+    @classmethod
+    def _home_tenants_are_guids(cls, value: list[str]) -> list[str]:
+        for tenant in value:
+            if not _GUID.match(tenant):
+                raise ValueError(f"{tenant!r} is not a tenant GUID (writers come from named tenants only)")
+        return [t.lower() for t in value]
+
+    @field_validator("auth_writer_tenant_grants")
+    @classmethod
+    def _grants_parse(cls, value: str) -> str:
+        _parse_grants(value)
+        return value
 
     @field_validator("auth_token_versions")
     @classmethod
@@ -111,6 +134,31 @@ class Settings(BaseSettings):
 
     def tenant_allowed(self, tid: str) -> bool:
         return self.any_tenant or tid.lower() in self.auth_allowed_tenants
+
+    @cached_property
+    def writer_grants(self) -> dict[str, frozenset[str]]:
+        return _parse_grants(self.auth_writer_tenant_grants)
+
+    def writer_may_write(self, client_app: str, tenant: str) -> bool:
+        """AUTH_WRITER_TENANT_GRANTS: `appIdA=t1|t2;appIdB=*`; an app with no grant writes nothing."""
+        granted = self.writer_grants.get(client_app.lower(), frozenset())
+        return "*" in granted or tenant.lower() in granted
+
+
+def _parse_grants(value: str) -> dict[str, frozenset[str]]:
+    grants: dict[str, frozenset[str]] = {}
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        app, sep, tenants = part.partition("=")
+        names = [t.strip().lower() for t in tenants.split("|") if t.strip()]
+        if not sep or not app.strip() or not names:
+            raise ValueError(f"{part.strip()!r} is not appId=tenant|tenant or appId=*")
+        for tenant in names:
+            if tenant != "*" and not _GUID.match(tenant):
+                raise ValueError(f"{tenant!r} in the grant of {app.strip()} is not a tenant GUID")
+        grants[app.strip().lower()] = frozenset(names)
+    return grants
 
 
 _lock = threading.Lock()

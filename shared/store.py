@@ -87,6 +87,66 @@ def _index_row(doc_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class ChunkResult:
+    """One entity group transaction: the documents it held and its error, if it failed."""
+
+    partition: str
+    ids: list[str]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    sk: str
+    twin: str
+
+
+def refs_of(doc: InsightDocument) -> list[RecordRef]:
+    """Every partition a document is reachable through: its record and/or its contact."""
+    refs = []
+    if doc.recordType and doc.recordId:
+        refs.append(RecordRef.record(doc.recordType, doc.recordId))
+    if doc.contactEmail:
+        refs.append(RecordRef.contact(doc.contactEmail))
+    return refs
+
+
+def partition_keys(doc: InsightDocument) -> list[str]:
+    return [partition_key(doc.tenantId, doc.extensionPoint, ref) for ref in refs_of(doc)]
+
+
+def twin_of(doc: InsightDocument, pk: str) -> str:
+    """The other partition a document attached to both a record and a contact lives in."""
+    return next((other for other in partition_keys(doc) if other != pk), "")
+
+
+def document_of(entity: dict[str, Any]) -> dict[str, Any]:
+    """A stored document row as the JSON document `load` accepts (normalised spellings)."""
+    data: dict[str, Any] = {"tenantId": entity["Tenant"], "extensionPoint": entity["Ep"], "id": entity["Id"]}
+    if entity.get("RecordType"):
+        data["recordType"] = entity["RecordType"]
+        data["recordId"] = entity["RecordId"]
+    for key, name in (
+        ("Contact", "contactEmail"),
+        ("Crm", "crmType"),
+        ("Org", "crmOrgUrl"),
+        ("DateTime", "dateTime"),
+        ("Exp", "expiresAt"),
+    ):
+        if entity.get(key):
+            data[name] = entity[key]
+    data["language"] = entity.get("Lang") or "en"
+    data["fields"] = json.loads(entity["Fields"])
+    localized = json.loads(entity.get("Localized") or "{}")
+    if localized:
+        data["localized"] = localized
+    prompts = json.loads(entity.get("Prompts") or "[]")
+    if prompts:
+        data["prompts"] = prompts
+    return data
+
+
+@dataclass(frozen=True)
 class StoredDocument:
     """A document as a reader gets it back: enough to build any item model."""
 
@@ -250,53 +310,69 @@ class InsightsStore:
 
     # ---- writes ------------------------------------------------------------------------------
 
-    def write_partition(self, pk: str, documents: Sequence[InsightDocument]) -> list[list[str]]:
-        """Upsert documents that share one partition. Each transaction holds whole documents
-        (a moved document's delete, new row and index row travel together) and at most 100
-        operations. Returns the document ids written by each transaction, in order."""
+    def write_partition(self, pk: str, documents: Sequence[InsightDocument]) -> list[ChunkResult]:
+        """Upsert documents that share one partition.
+
+        Each transaction holds whole documents (a moved document's delete, its new row and its
+        index row travel together, so a reader never sees it twice or not at all) and at most
+        100 operations; a partition's documents are all or nothing per transaction. A failed
+        transaction is reported and the next one still tried."""
         latest: dict[str, InsightDocument] = {}
         for doc in documents:
             latest[doc.id] = doc  # the last of duplicates in one batch wins, like a re-run would
         current = self._index(pk, list(latest))
-        chunks: list[list[tuple[Any, ...]]] = [[]]
-        chunk_ids: list[list[str]] = [[]]
+        chunks: list[tuple[list[str], list[tuple[Any, ...]]]] = [([], [])]
+        stale_twins: dict[str, list[str]] = {}
         for doc_id, doc in latest.items():
-            ops = self._operations(pk, doc, current.get(doc_id))
-            if len(chunks[-1]) + len(ops) > _MAX_TRANSACTION:
-                chunks.append([])
-                chunk_ids.append([])
-            chunks[-1].extend(ops)
-            chunk_ids[-1].append(doc_id)
-        for ops in chunks:
-            if ops:
+            twin = twin_of(doc, pk)
+            old = current.get(doc_id)
+            ops = self._operations(pk, doc, twin, old.sk if old else None)
+            if old and old.twin and old.twin != twin:
+                stale_twins.setdefault(old.twin, []).append(doc_id)
+            if len(chunks[-1][1]) + len(ops) > _MAX_TRANSACTION:
+                chunks.append(([], []))
+            chunks[-1][0].append(doc_id)
+            chunks[-1][1].extend(ops)
+        results = []
+        for ids, ops in chunks:
+            if not ops:
+                continue
+            try:
                 self._table.submit_transaction(ops)
-        return [ids for ids in chunk_ids if ids]
+                results.append(ChunkResult(pk, ids, None))
+            except Exception as exc:  # noqa: BLE001 - reported per chunk, the rest still written
+                results.append(ChunkResult(pk, ids, f"{type(exc).__name__}: {str(exc)[:200]}"))
+        for twin_pk, ids in stale_twins.items():
+            self.delete_ids(twin_pk, ids, cascade=False)
+        return results
 
-    def _index(self, pk: str, ids: list[str]) -> dict[str, str]:
-        """Current data RowKey of each id already stored in the partition."""
+    def _index(self, pk: str, ids: list[str]) -> dict[str, IndexEntry]:
+        """Where each id already stored in the partition sits, and its copy elsewhere."""
         if not ids:
             return {}
         wanted = {_index_row(i): i for i in ids}
-        found: dict[str, str] = {}
+        found: dict[str, IndexEntry] = {}
         if len(ids) <= 4:
             for row, doc_id in wanted.items():
                 try:
-                    found[doc_id] = self._table.get_entity(pk, row, select=["Sk"])["Sk"]
+                    entity = self._table.get_entity(pk, row, select=["Sk", "Twin"])
                 except Exception as exc:
                     if type(exc).__name__ != "ResourceNotFoundError":
                         raise
+                    continue
+                found[doc_id] = IndexEntry(entity["Sk"], entity.get("Twin") or "")
             return found
         for entity in self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
             parameters={"pk": pk, "lo": "i|", "hi": "i}"},
-            select=["RowKey", "Sk"],
+            select=["RowKey", "Sk", "Twin"],
         ):
             if entity["RowKey"] in wanted:
-                found[wanted[entity["RowKey"]]] = entity["Sk"]
+                found[wanted[entity["RowKey"]]] = IndexEntry(entity["Sk"], entity.get("Twin") or "")
         return found
 
     @staticmethod
-    def _operations(pk: str, doc: InsightDocument, old_row: str | None) -> list[tuple[Any, ...]]:
+    def _operations(pk: str, doc: InsightDocument, twin: str, old_row: str | None) -> list[tuple[Any, ...]]:
         row = _data_row(doc.dateTime, doc.id)
         entity = {
             "PartitionKey": pk,
@@ -308,6 +384,7 @@ class InsightsStore:
             "RecordType": doc.recordType or "",
             "RecordId": doc.recordId or "",
             "Contact": doc.contactEmail or "",
+            "Twin": twin,
             "Crm": doc.crmType or "",
             "Org": doc.crmOrgUrl or "",
             "DateTime": format_utc(doc.dateTime) if doc.dateTime else "",
@@ -321,14 +398,107 @@ class InsightsStore:
         if old_row and old_row != row:
             ops.append(("delete", {"PartitionKey": pk, "RowKey": old_row}))
         ops.append(("upsert", entity, {"mode": "replace"}))
-        ops.append(
-            (
-                "upsert",
-                {"PartitionKey": pk, "RowKey": _index_row(doc.id), "Sk": row, "V": SCHEMA_VERSION},
-                {"mode": "replace"},
-            )
-        )
+        index = {"PartitionKey": pk, "RowKey": _index_row(doc.id), "Sk": row, "Twin": twin, "V": SCHEMA_VERSION}
+        ops.append(("upsert", index, {"mode": "replace"}))
         return ops
+
+    # ---- deletes -----------------------------------------------------------------------------
+
+    def delete_ids(self, pk: str, ids: Sequence[str], cascade: bool = True) -> int:
+        """Delete documents by id from one partition (and, with `cascade`, their copy in the
+        partition of their other attachment). Returns how many were found and deleted here."""
+        index = self._index(pk, list(dict.fromkeys(ids)))
+        rows = [row for doc_id, entry in index.items() for row in (entry.sk, _index_row(doc_id))]
+        self._delete_rows(pk, rows)
+        if cascade:
+            twins: dict[str, list[str]] = {}
+            for doc_id, entry in index.items():
+                if entry.twin:
+                    twins.setdefault(entry.twin, []).append(doc_id)
+            for twin_pk, twin_ids in twins.items():
+                self.delete_ids(twin_pk, twin_ids, cascade=False)
+        return len(index)
+
+    def delete_partition(self, pk: str) -> int:
+        """Delete every document of one partition, and their copies elsewhere."""
+        rows: list[str] = []
+        twins: dict[str, list[str]] = {}
+        documents = 0
+        for entity in self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey", "Id", "Twin"]
+        ):
+            rows.append(entity["RowKey"])
+            if entity["RowKey"].startswith("d|"):
+                documents += 1
+                if entity.get("Twin"):
+                    twins.setdefault(entity["Twin"], []).append(entity["Id"])
+        self._delete_rows(pk, rows)
+        for twin_pk, ids in twins.items():
+            self.delete_ids(twin_pk, ids, cascade=False)
+        return documents
+
+    def delete_tenant(self, tenant: str) -> int:
+        """Delete everything stored for a tenant: every partition whose key starts with it (a
+        PartitionKey range, not a table scan). Returns the number of documents deleted."""
+        prefix = _enc(tenant) + "|"
+        by_partition: dict[str, list[str]] = {}
+        documents = 0
+        for entity in self._table.query_entities(
+            "PartitionKey ge @lo and PartitionKey lt @hi",
+            parameters={"lo": prefix, "hi": _enc(tenant) + "}"},
+            select=["PartitionKey", "RowKey"],
+        ):
+            by_partition.setdefault(entity["PartitionKey"], []).append(entity["RowKey"])
+            documents += entity["RowKey"].startswith("d|")
+        for pk, rows in by_partition.items():
+            self._delete_rows(pk, rows)
+        return documents
+
+    def purge_expired(self, now: datetime | None = None) -> int:
+        """Delete every document whose `expiresAt` has passed (a maintenance scan of the table;
+        readers never see expired documents in the meantime)."""
+        cutoff = format_utc(now or datetime.now(UTC))
+        by_partition: dict[str, list[str]] = {}
+        documents = 0
+        for entity in self._table.query_entities(
+            "Exp gt @empty and Exp le @cutoff",
+            parameters={"empty": "", "cutoff": cutoff},
+            select=["PartitionKey", "RowKey", "Id"],
+        ):
+            by_partition.setdefault(entity["PartitionKey"], []).extend([entity["RowKey"], _index_row(entity["Id"])])
+            documents += 1
+        for pk, rows in by_partition.items():
+            self._delete_rows(pk, rows)
+        return documents
+
+    def _delete_rows(self, pk: str, rows: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(rows))
+        for start in range(0, len(unique), _MAX_TRANSACTION):
+            ops = [("delete", {"PartitionKey": pk, "RowKey": row}) for row in unique[start : start + _MAX_TRANSACTION]]
+            self._table.submit_transaction(ops)
+
+    # ---- export and statistics ----------------------------------------------------------------
+
+    def iter_entities(
+        self, tenant: str | None = None, partitions: Sequence[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Document rows of the given partitions, of one tenant (a PartitionKey range), or of
+        the whole table."""
+        rows = "RowKey ge @rlo and RowKey lt @rhi"
+        params: dict[str, Any] = {"rlo": "d|", "rhi": "d}"}
+        if partitions is not None:
+            for pk in partitions:
+                yield from self._table.query_entities(
+                    f"PartitionKey eq @pk and {rows}", parameters={**params, "pk": pk}
+                )
+            return
+        if tenant is not None:
+            params.update(lo=_enc(tenant) + "|", hi=_enc(tenant) + "}")
+            yield from self._table.query_entities(
+                f"PartitionKey ge @lo and PartitionKey lt @hi and {rows}", parameters=params
+            )
+            return
+        yield from self._table.query_entities(rows, parameters=params)
 
     def close(self) -> None:
         self._table.close()

@@ -31,7 +31,7 @@ def test_importing_the_app_needs_no_settings_and_no_network() -> None:
         [sys.executable, "-c", IMPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "6"
+    assert result.stdout.strip() == "8"
 
 
 def test_triggers_are_anonymous_and_unique() -> None:
@@ -39,7 +39,7 @@ def test_triggers_are_anonymous_and_unique() -> None:
 
     functions = functions_of(app)
     names = [f.get_function_name() for f in functions]
-    assert len(names) == len(set(names)) == 6
+    assert len(names) == len(set(names)) == 8
     for function in functions:
         binding = json.loads(str(function))["bindings"][0]
         assert binding["authLevel"] == "ANONYMOUS"
@@ -57,6 +57,8 @@ def test_dev_host_routes_come_from_the_app_and_host_json() -> None:
         ("api/enhanceskills/email-insights-v2", ("POST",)),
         ("api/enhanceskills/content-suggestions", ("POST",)),
         ("api/diagnostics/testconnection", ("GET",)),
+        ("api/ingest/documents", ("POST",)),
+        ("api/ingest/delete", ("POST",)),
     }
 
 

@@ -212,13 +212,14 @@ def format_report(results: list[CheckResult]) -> str:
 
 
 def registered_operations() -> list[tuple[str, str, Operation[Any]]]:
-    """(method, path, spec) of every operation the FunctionApp registers, from its triggers."""
+    """(method, path, spec) of every connector operation the FunctionApp registers, from its
+    triggers (the ingestion API is the partner's own and not part of the connector)."""
     from devhost.server import route_prefix, routes_of
     from function_app import app
 
     found = []
     for route in routes_of(app, route_prefix()):
         spec = getattr(route.function, "operation", None)
-        if isinstance(spec, Operation):
+        if isinstance(spec, Operation) and spec.in_connector:
             found.append((sorted(route.methods)[0], route.template, spec))
     return found

@@ -1,0 +1,157 @@
+"""The data commands: load, export, delete, purge-expired, stats.
+
+They write through the same validation (`shared.documents`) and the same store code the
+ingestion API uses. Long operations show a progress bar (on a terminal) and end with a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from shared import normalize
+from shared.documents import InsightDocument, parse_file
+from shared.ingest import partitions_of
+from shared.points import all_points
+from shared.settings import get_settings
+from shared.store import InsightsStore, RecordRef, build_table_client, document_of, partition_key
+
+__all__ = ["delete", "export", "load", "open_store", "purge_expired", "stats"]
+
+
+def open_store() -> InsightsStore:
+    import extensions  # noqa: F401 - registers the extension points documents name
+
+    store = InsightsStore(build_table_client(get_settings()))
+    store.ensure_table()
+    return store
+
+
+def load(
+    path: Path, *, skip_bad: bool = False, dry_run: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
+    """Validate every line first; an invalid file writes nothing unless `skip_bad`. Idempotent, so
+    an interrupted load is simply run again."""
+    import extensions  # noqa: F401
+
+    good: list[InsightDocument] = []
+    bad = 0
+    for parsed in parse_file(path):
+        if parsed.errors:
+            bad += 1
+            where = f"{path}:{parsed.line}" + (f" (id {parsed.raw_id})" if parsed.raw_id else "")
+            for error in parsed.errors:
+                print(f"{where}: {error}", file=err)
+        elif parsed.document is not None:
+            good.append(parsed.document)
+    if bad and not skip_bad:
+        print(f"{bad} invalid line(s); nothing written (use --skip-bad to load the valid ones)", file=err)
+        return 1
+    if dry_run:
+        print(f"dry run: {len(good)} valid document(s), {bad} invalid; nothing written", file=out)
+        return 0
+    store = open_store()
+    groups = partitions_of(good)
+    written = transactions = 0
+    failed: list[str] = []
+    with tqdm(total=len(good), unit="doc", desc="loading", disable=None, file=err) as bar:
+        for pk, group in groups.items():
+            for chunk in store.write_partition(pk, group):
+                transactions += 1
+                if chunk.error:
+                    failed.append(f"{len(chunk.ids)} document(s) in {pk}: {chunk.error}")
+                else:
+                    written += len(chunk.ids)
+            bar.update(len(group))
+    for line in failed:
+        print(f"failed: {line}", file=err)
+    print(
+        f"loaded {len(good)} document(s) into {len(groups)} partition(s) in {transactions} transaction(s); "
+        f"skipped {bad} invalid line(s)" + (f"; {len(failed)} transaction(s) failed, run again" if failed else ""),
+        file=out,
+    )
+    return 1 if failed else 0
+
+
+def _partitions_for(tenant: str, record: tuple[str, str] | None, contact: str | None) -> list[str]:
+    ref = RecordRef.record(*record) if record else RecordRef.contact(contact or "")
+    return [partition_key(tenant, point, ref) for point in all_points()]
+
+
+def export(
+    destination: TextIO,
+    *,
+    tenant: str | None = None,
+    record: tuple[str, str] | None = None,
+    err: TextIO = sys.stderr,
+) -> int:
+    """JSONL that `load` accepts back unchanged. A document attached to a record and a contact
+    is stored twice and exported once (from its record)."""
+    store = open_store()
+    if record is not None:
+        assert tenant is not None
+        rows: Iterable[dict[str, Any]] = store.iter_entities(partitions=_partitions_for(tenant, record, None))
+    else:
+        rows = store.iter_entities(tenant=tenant)
+    count = 0
+    for entity in tqdm(rows, unit="doc", desc="exporting", disable=None, file=err):
+        if entity["PartitionKey"].split("|")[2] == "c" and entity.get("Twin"):
+            continue
+        destination.write(json.dumps(document_of(entity), ensure_ascii=False) + "\n")
+        count += 1
+    print(f"exported {count} document(s)", file=err)
+    return 0
+
+
+def delete(
+    *,
+    tenant: str,
+    scope: str,
+    extension_point: str | None = None,
+    record: tuple[str, str] | None = None,
+    contact: str | None = None,
+    doc_id: str | None = None,
+) -> int:
+    """Returns the number of documents deleted."""
+    store = open_store()
+    tenant = tenant.lower()
+    if scope == "tenant":
+        return store.delete_tenant(tenant)
+    if scope == "document":
+        assert extension_point and doc_id
+        ref = RecordRef.record(*record) if record else RecordRef.contact(normalize.email_address(contact or ""))
+        return store.delete_ids(partition_key(tenant, extension_point, ref), [doc_id])
+    if scope == "record":
+        assert record
+        return sum(store.delete_partition(pk) for pk in _partitions_for(tenant, record, None))
+    return sum(
+        store.delete_partition(pk) for pk in _partitions_for(tenant, None, normalize.email_address(contact or ""))
+    )
+
+
+def purge_expired() -> int:
+    return open_store().purge_expired()
+
+
+def stats(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> Counter[tuple[str, str]]:
+    """Documents per tenant and extension point (each document once)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for entity in tqdm(open_store().iter_entities(), unit="doc", desc="counting", disable=None, file=err):
+        if entity["PartitionKey"].split("|")[2] == "c" and entity.get("Twin"):
+            continue
+        counts[(entity["Tenant"], entity["Ep"])] += 1
+    points = sorted(all_points())
+    tenants = sorted({t for t, _ in counts})
+    print(f"{'tenant':38}" + "".join(f"{p:>20}" for p in points) + f"{'total':>10}", file=out)
+    for tenant in tenants:
+        row = [counts[(tenant, p)] for p in points]
+        print(f"{tenant:38}" + "".join(f"{n:>20}" for n in row) + f"{sum(row):>10}", file=out)
+    totals = [sum(counts[(t, p)] for t in tenants) for p in points]
+    print(f"{'all tenants':38}" + "".join(f"{n:>20}" for n in totals) + f"{sum(totals):>10}", file=out)
+    return counts
