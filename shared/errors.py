@@ -104,8 +104,8 @@ class RequestThrottled(ApiException):
     error_code = "REQUEST_THROTTLED"
     default_message = "Too many requests; retry later."
 
-    def __init__(self, retry_after: int, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, retry_after: int, *, log_detail: str | None = None) -> None:
+        super().__init__(log_detail=log_detail)
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -22,12 +24,21 @@ import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from shared.auth import Principal, TokenValidator
-from shared.errors import ApiException, InternalServerError, InvalidRequest, RequestTooLarge
+from shared.errors import (
+    ApiException,
+    InternalServerError,
+    InvalidRequest,
+    RequestThrottled,
+    RequestTooLarge,
+    ServiceUnavailable,
+)
 from shared.language import parse_accept_language
 from shared.logs import RequestLogger, clean_header_value
 from shared.models import ApiError, Page
 from shared.settings import Settings, get_settings
 from shared.store import InsightsStore, get_store
+from shared.telemetry import request_span, trace_id_of
+from shared.throttle import TenantThrottle
 
 __all__ = ["JSON_MIMETYPE", "Operation", "RequestContext", "get_validator", "operation", "reset_validator"]
 
@@ -147,18 +158,81 @@ def operation(
     return decorate
 
 
+@dataclass
+class _Outcome:
+    """What the summary line reports; filled in as the request goes."""
+
+    tenant: str = "-"
+    version: str = "-"
+    items: int = 0
+
+
 def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     request_id = clean_header_value(req.headers.get(REQUEST_ID_HEADER)) or str(uuid.uuid4())
     log = RequestLogger(request_id)
     user_agent = clean_header_value(req.headers.get("x-ms-user-agent") or req.headers.get("user-agent"))
-    tenant = "-"
-    version = "-"
-    items = 0
+    trace_id = trace_id_of(req.headers.get("traceparent"))
+    outcome = _Outcome()
+    with request_span(spec.operation_id, req.headers, {"c4s.request_id": request_id}) as span:
+        try:
+            settings = get_settings()
+            # The budget runs from arrival; whatever is not done by then answers 503 instead of
+            # letting Copilot for Sales give up at 5 seconds. Storage and key fetches have their
+            # own timeouts, so the work left behind ends soon after.
+            remaining = settings.request_budget_seconds - (time.perf_counter() - started)
+            future = _handler_pool().submit(_handle, spec, handler, req, request_id, log, started, settings, outcome)
+            try:
+                response = future.result(timeout=max(0.0, remaining))
+            except FutureTimeout:
+                raise ServiceUnavailable(
+                    "The service could not answer in time; retry shortly.",
+                    retry_after=2,
+                    log_detail=f"request budget of {settings.request_budget_seconds:.1f}s exceeded",
+                ) from None
+        except ApiException as exc:
+            response = _error_response(exc, request_id, log)
+        except Exception:
+            log.exception("unhandled error in %s", spec.operation_id)
+            response = _error_response(InternalServerError(), request_id, log)
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status_code)
+            span.set_attribute("c4s.tenant", outcome.tenant)
+    duration_ms = (time.perf_counter() - started) * 1000
+    log.info(
+        "request_id=%s operation=%s tenant=%s status=%d items=%d duration_ms=%.1f user_agent=%s token_version=%s%s",
+        request_id,
+        spec.operation_id,
+        outcome.tenant,
+        response.status_code,
+        outcome.items,
+        duration_ms,
+        user_agent or "-",
+        outcome.version,
+        f" trace_id={trace_id}" if trace_id else "",
+    )
+    return response
+
+
+def _handle(
+    spec: Operation[Any],
+    handler: Handler,
+    req: func.HttpRequest,
+    request_id: str,
+    log: RequestLogger,
+    started: float,
+    settings: Settings,
+    outcome: _Outcome,
+) -> func.HttpResponse:
+    """Token, throttle, inputs, handler: every failure becomes an ApiError response."""
     try:
-        settings = get_settings()
         principal = get_validator(settings).validate(req.headers.get("Authorization"), role=spec.role)
-        tenant, version = principal.tenant_id, principal.version
+        outcome.tenant, outcome.version = principal.tenant_id, principal.version
+        wait = get_throttle(settings).retry_after(f"{spec.role}:{principal.tenant_id}")
+        if wait is not None:
+            raise RequestThrottled(
+                wait, log_detail=f"tenant {principal.tenant_id} is over THROTTLE_REQUESTS_PER_MINUTE"
+            )
         ctx = RequestContext(
             request_id=request_id,
             principal=principal,
@@ -171,11 +245,11 @@ def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.
         inputs = _parse_inputs(spec, req, settings)
         result = handler(ctx, inputs)
         if isinstance(result, Page):
-            items = len(result.value)
+            outcome.items = len(result.value)
         headers = {REQUEST_ID_HEADER: request_id}
         if ctx.content_languages:
             headers["Content-Language"] = ", ".join(ctx.content_languages)
-        response = func.HttpResponse(
+        return func.HttpResponse(
             result.model_dump_json(exclude_none=True),
             status_code=200,
             headers=headers,
@@ -183,27 +257,39 @@ def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.
             charset="utf-8",
         )
     except ApiException as exc:
-        if exc.status >= 500:
-            log.error("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
-        else:
-            log.warning("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
-        response = _error_response(exc, request_id)
+        return _error_response(exc, request_id, log)
     except Exception:
         log.exception("unhandled error in %s", spec.operation_id)
-        response = _error_response(InternalServerError(), request_id)
-    duration_ms = (time.perf_counter() - started) * 1000
-    log.info(
-        "request_id=%s operation=%s tenant=%s status=%d items=%d duration_ms=%.1f user_agent=%s token_version=%s",
-        request_id,
-        spec.operation_id,
-        tenant,
-        response.status_code,
-        items,
-        duration_ms,
-        user_agent or "-",
-        version,
-    )
-    return response
+        return _error_response(InternalServerError(), request_id, log)
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_throttle: TenantThrottle | None = None
+
+
+def _handler_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="request")
+    return _pool
+
+
+def get_throttle(settings: Settings) -> TenantThrottle:
+    global _throttle
+    if _throttle is None or _throttle.per_minute != settings.throttle_requests_per_minute:
+        with _pool_lock:
+            if _throttle is None or _throttle.per_minute != settings.throttle_requests_per_minute:
+                _throttle = TenantThrottle(settings.throttle_requests_per_minute)
+    return _throttle
+
+
+def reset_throttle() -> None:
+    global _throttle
+    with _pool_lock:
+        _throttle = None
 
 
 def _parse_inputs(spec: Operation[Any], req: func.HttpRequest, settings: Settings) -> Any:
@@ -237,7 +323,11 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
         raise InvalidRequest(name, problem[0].lower() + problem[1:] if problem else "is not valid") from None
 
 
-def _error_response(exc: ApiException, request_id: str) -> func.HttpResponse:
+def _error_response(exc: ApiException, request_id: str, log: RequestLogger) -> func.HttpResponse:
+    if exc.status >= 500:
+        log.error("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
+    else:
+        log.warning("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
     body = ApiError(errorCode=exc.error_code, errorMessage=exc.message, activityId=request_id, details=exc.details)
     return func.HttpResponse(
         body.model_dump_json(),

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
 
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     ingest_max_documents: int = Field(default=1000, gt=0, le=10_000)
+    request_budget_seconds: float = Field(default=4.0, gt=0, le=5.0)
+    throttle_requests_per_minute: int = Field(default=1200, ge=0)
 
     @field_validator(
         "auth_audiences",

@@ -20,6 +20,7 @@ to its own; writers only write the current one.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -533,14 +534,25 @@ def _executor() -> ThreadPoolExecutor:
 
 def build_table_client(settings: Settings) -> Any:
     """A TableClient from a connection string (Azurite, keys) or an account URL with
-    DefaultAzureCredential (managed identity in Azure). Timeouts keep a request inside budget."""
+    DefaultAzureCredential (managed identity in Azure).
+
+    One try and one retry, each bounded (1 s to connect, 1.5 s to read), so a slow or absent store
+    is over within the request budget's reach; the pipeline's deadline answers 503 at the budget
+    whatever is still running."""
+    from azure.core.pipeline.transport import RequestsTransport
     from azure.data.tables import TableClient
 
+    # requests reads proxy settings from the whole environment on every call (about 0.5 ms
+    # each); only pay that when a proxy is actually configured.
+    proxied = any(
+        os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    )
     options: dict[str, Any] = {
-        "connection_timeout": 2,
-        "read_timeout": 3,
+        "connection_timeout": 1,
+        "read_timeout": 1.5,
         "retry_total": 1,
-        "retry_backoff_factor": 0.2,
+        "retry_backoff_factor": 0.1,
+        "transport": RequestsTransport(use_env_settings=proxied, connection_timeout=1, read_timeout=1.5),
     }
     if settings.insights_storage_connection_string:
         return TableClient.from_connection_string(

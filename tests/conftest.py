@@ -21,7 +21,7 @@ from devhost.identity import LocalAuthority, SigningKey
 from devhost.server import DevHost
 from shared.documents import validate_document
 from shared.ingest import write_documents
-from shared.pipeline import reset_validator
+from shared.pipeline import reset_throttle, reset_validator
 from shared.settings import Settings, reset_settings
 from shared.store import InsightsStore, build_table_client, reset_store
 
@@ -97,6 +97,7 @@ def base_env(azurite: Azurite, authority_url: str, table: str) -> dict[str, str]
         "AUTH_REQUIRED_SCOPES": "user_impersonation",
         "AUTH_REQUIRED_ROLES": "Insights.Read",
         "AUTH_TOKEN_VERSIONS": "1.0,2.0",
+        "THROTTLE_REQUESTS_PER_MINUTE": "0",  # the throttling tests turn it on
     }
 
 
@@ -104,15 +105,19 @@ def base_env(azurite: Azurite, authority_url: str, table: str) -> dict[str, str]
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts from no app settings and no cached settings, store or keys."""
     for name in list(os.environ):
-        if name.startswith(("INSIGHTS_", "AUTH_", "MAX_REQUEST", "REQUEST_BUDGET", "THROTTLE_")):
+        if name.startswith(
+            ("INSIGHTS_", "AUTH_", "MAX_REQUEST", "REQUEST_BUDGET", "THROTTLE_", "INGEST_", "APPLICATIONINSIGHTS_")
+        ):
             monkeypatch.delenv(name)
     reset_settings()
     reset_store()
     reset_validator()
+    reset_throttle()
     yield
     reset_settings()
     reset_store()
     reset_validator()
+    reset_throttle()
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""OpenTelemetry export to Application Insights, switched on by APPLICATIONINSIGHTS_CONNECTION_STRING.
+
+Off (and free: nothing is imported) when the variable is absent. When on, every request is a
+server span whose parent is the caller's W3C `traceparent`, when it sends one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["enabled", "request_span", "trace_id_of"]
+
+log = logging.getLogger("c4s.telemetry")
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_lock = threading.Lock()
+_configured: bool | None = None
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id of a valid W3C traceparent (version 00, non-zero ids), else None."""
+    match = _TRACEPARENT.match((traceparent or "").strip().lower())
+    if not match or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+        return None
+    return match.group(1)
+
+
+def enabled() -> bool:
+    global _configured
+    if _configured is None:
+        with _lock:
+            if _configured is None:
+                _configured = _configure()
+    return _configured
+
+
+def _configure() -> bool:
+    if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        return False
+    try:
+        from azure.monitor.opentelemetry import configure_azure_monitor
+
+        configure_azure_monitor(logger_name="c4s")
+        return True
+    except Exception:
+        log.exception("Application Insights export could not be configured; continuing without it")
+        return False
+
+
+@contextlib.contextmanager
+def request_span(name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Iterator[Any]:
+    """A server span for the request when export is on; nothing otherwise."""
+    if not enabled():
+        yield None
+        return
+    from opentelemetry import propagate, trace
+
+    context = propagate.extract({k.lower(): v for k, v in headers.items()})
+    tracer = trace.get_tracer("c4s")
+    with tracer.start_as_current_span(name, context=context, kind=trace.SpanKind.SERVER, attributes=attributes) as span:
+        yield span
+
+
+def reset() -> None:
+    """Forget whether export is configured (tests)."""
+    global _configured
+    with _lock:
+        _configured = None
