@@ -551,6 +551,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="documents per tenant and extension point")
     s.set_defaults(func=cmd_stats)
 
+    sub.add_parser("bench", help="the benchmark: python3 manage.py bench --help")
+
     s = sub.add_parser("mint-token", help="mint an access token signed by the local identity")
     s.add_argument("--tenant", help="tenant id (default: the first allowed tenant)")
     s.add_argument("--version", choices=["1.0", "2.0"], default="2.0")
@@ -567,6 +569,10 @@ def main(argv: list[str]) -> int:
     if not _in_venv():
         _reexec_in_venv(argv)
     sys.path.insert(0, str(ROOT))
+    if argv[:1] == ["bench"]:  # its options are its own: python3 manage.py bench --help
+        from bench.run import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser().parse_args(argv)
     return int(args.func(args))
 

@@ -24,6 +24,9 @@ from shared.points import all_points, get_point
 from shared.store import RecordRef, partition_key, partition_keys
 
 bp = func.Blueprint()
+# Writes are batches from partner services, not Copilot calls: they get more time (host.json's
+# functionTimeout is 30 s), and still an answer rather than a hang when storage stalls.
+WRITE_BUDGET_SECONDS = 25.0
 
 
 class UpsertRequest(RequestModel):
@@ -70,6 +73,7 @@ def _check_grants(ctx: RequestContext, tenants: set[str]) -> None:
     response=UpsertResponse,
     role="writer",
     in_connector=False,
+    budget_seconds=WRITE_BUDGET_SECONDS,
 )
 def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertResponse:
     limit = ctx.settings.ingest_max_documents
@@ -154,6 +158,7 @@ class DeleteResponse(BaseModel):
     response=DeleteResponse,
     role="writer",
     in_connector=False,
+    budget_seconds=WRITE_BUDGET_SECONDS,
 )
 def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteResponse:
     tenant = request.tenantId.lower()

@@ -89,6 +89,8 @@ class Operation(Generic[InputT]):
     """`reader`: Copilot for Sales for a seller; `writer`: a partner backend (ingestion)."""
     in_connector: bool = True
     """Whether the operation belongs to the connector definition Copilot for Sales sees."""
+    budget_seconds: float | None = None
+    """The answer budget; None is REQUEST_BUDGET_SECONDS (Copilot's 5-second rule)."""
 
 
 Handler = Callable[[RequestContext, Any], BaseModel]
@@ -128,6 +130,7 @@ def operation(
     response: type[BaseModel] | None = None,
     role: str = "reader",
     in_connector: bool = True,
+    budget_seconds: float | None = None,
 ) -> Callable[[Handler], Callable[[func.HttpRequest], func.HttpResponse]]:
     spec: Operation[Any] = Operation(
         operation_id=operation_id,
@@ -140,6 +143,7 @@ def operation(
         response_model=response,
         role=role,
         in_connector=in_connector,
+        budget_seconds=budget_seconds,
     )
 
     def decorate(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
@@ -180,7 +184,8 @@ def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.
             # The budget runs from arrival; whatever is not done by then answers 503 instead of
             # letting Copilot for Sales give up at 5 seconds. Storage and key fetches have their
             # own timeouts, so the work left behind ends soon after.
-            remaining = settings.request_budget_seconds - (time.perf_counter() - started)
+            budget = spec.budget_seconds or settings.request_budget_seconds
+            remaining = budget - (time.perf_counter() - started)
             future = _handler_pool().submit(_handle, spec, handler, req, request_id, log, started, settings, outcome)
             try:
                 response = future.result(timeout=max(0.0, remaining))
@@ -188,7 +193,7 @@ def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.
                 raise ServiceUnavailable(
                     "The service could not answer in time; retry shortly.",
                     retry_after=2,
-                    log_detail=f"request budget of {settings.request_budget_seconds:.1f}s exceeded",
+                    log_detail=f"request budget of {budget:.1f}s exceeded",
                 ) from None
         except ApiException as exc:
             response = _error_response(exc, request_id, log)

@@ -5,13 +5,13 @@ Layout (Microsoft's table design guide: serve every request from one partition, 
     PartitionKey  {tenant}|{extensionPoint}|r|{recordType}|{recordId}     record-attached
                   {tenant}|{extensionPoint}|c|{contact email}             contact-attached
     RowKey        d|{inverted ms timestamp, 13 digits}|{id}                the document
-                  i|{id}                                                   where `id` sits now
 
 Every key component is percent-encoded, so `/ \\ # ?`, `|`, control characters and quotes in ids
 are safe. Rows sort by RowKey, so the inverted timestamp gives newest-first for free and a time
-window is a RowKey range. The `i|` row lets a writer find and remove a document's old row in the
-same entity group transaction that writes its new one, so a document whose `dateTime` changes is
-never seen twice or not at all.
+window is a RowKey range. A writer reads the partition's keys first, so when a document's
+`dateTime` changes, its old row's delete and its new row go in the same entity group transaction:
+it is never seen twice or not at all. A document attached to a record and a contact is stored in
+both partitions; each copy names the other (`Twin`), so updates and deletes reach both.
 
 Each entity carries `V` (schema version). Compatibility rule: a reader accepts every version up
 to its own; writers only write the current one.
@@ -81,10 +81,6 @@ def _inverted(when: datetime | None) -> int:
 
 def _data_row(when: datetime | None, doc_id: str) -> str:
     return f"d|{_inverted(when):013d}|{_enc(doc_id)}"
-
-
-def _index_row(doc_id: str) -> str:
-    return f"i|{_enc(doc_id)}"
 
 
 @dataclass(frozen=True)
@@ -311,17 +307,45 @@ class InsightsStore:
 
     # ---- writes ------------------------------------------------------------------------------
 
-    def write_partition(self, pk: str, documents: Sequence[InsightDocument]) -> list[ChunkResult]:
-        """Upsert documents that share one partition.
+    def existing(self, pk: str) -> dict[str, IndexEntry]:
+        """Where each document of a partition sits now (its RowKey) and its copy elsewhere."""
+        found: dict[str, IndexEntry] = {}
+        for entity in self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": pk, "lo": "d|", "hi": "d}"},
+            select=["RowKey", "Id", "Twin"],
+        ):
+            found[entity["Id"]] = IndexEntry(entity["RowKey"], entity.get("Twin") or "")
+        return found
 
-        Each transaction holds whole documents (a moved document's delete, its new row and its
-        index row travel together, so a reader never sees it twice or not at all) and at most
-        100 operations; a partition's documents are all or nothing per transaction. A failed
-        transaction is reported and the next one still tried."""
+    def existing_between(self, first_pk: str, last_pk: str) -> dict[str, dict[str, IndexEntry]]:
+        """`existing` for every partition from `first_pk` to `last_pk` in one range query: a bulk
+        load of neighbouring partitions asks once instead of once a partition."""
+        found: dict[str, dict[str, IndexEntry]] = {}
+        for entity in self._table.query_entities(
+            "PartitionKey ge @first and PartitionKey le @last and RowKey ge @lo and RowKey lt @hi",
+            parameters={"first": first_pk, "last": last_pk, "lo": "d|", "hi": "d}"},
+            select=["PartitionKey", "RowKey", "Id", "Twin"],
+        ):
+            found.setdefault(entity["PartitionKey"], {})[entity["Id"]] = IndexEntry(
+                entity["RowKey"], entity.get("Twin") or ""
+            )
+        return found
+
+    def write_partition(
+        self, pk: str, documents: Sequence[InsightDocument], current: dict[str, IndexEntry] | None = None
+    ) -> list[ChunkResult]:
+        """Upsert documents that share one partition (`current`: what `existing` says of it).
+
+        Each transaction holds whole documents (a moved document's delete and its new row travel
+        together, so a reader never sees it twice or not at all) and at most 100 operations; a
+        partition's documents are all or nothing per transaction. A failed transaction is
+        reported and the next one still tried."""
         latest: dict[str, InsightDocument] = {}
         for doc in documents:
             latest[doc.id] = doc  # the last of duplicates in one batch wins, like a re-run would
-        current = self._index(pk, list(latest))
+        if current is None:
+            current = self.existing(pk)
         chunks: list[tuple[list[str], list[tuple[Any, ...]]]] = [([], [])]
         stale_twins: dict[str, list[str]] = {}
         for doc_id, doc in latest.items():
@@ -346,31 +370,6 @@ class InsightsStore:
         for twin_pk, ids in stale_twins.items():
             self.delete_ids(twin_pk, ids, cascade=False)
         return results
-
-    def _index(self, pk: str, ids: list[str]) -> dict[str, IndexEntry]:
-        """Where each id already stored in the partition sits, and its copy elsewhere."""
-        if not ids:
-            return {}
-        wanted = {_index_row(i): i for i in ids}
-        found: dict[str, IndexEntry] = {}
-        if len(ids) <= 4:
-            for row, doc_id in wanted.items():
-                try:
-                    entity = self._table.get_entity(pk, row, select=["Sk", "Twin"])
-                except Exception as exc:
-                    if type(exc).__name__ != "ResourceNotFoundError":
-                        raise
-                    continue
-                found[doc_id] = IndexEntry(entity["Sk"], entity.get("Twin") or "")
-            return found
-        for entity in self._table.query_entities(
-            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-            parameters={"pk": pk, "lo": "i|", "hi": "i}"},
-            select=["RowKey", "Sk", "Twin"],
-        ):
-            if entity["RowKey"] in wanted:
-                found[wanted[entity["RowKey"]]] = IndexEntry(entity["Sk"], entity.get("Twin") or "")
-        return found
 
     @staticmethod
     def _operations(pk: str, doc: InsightDocument, twin: str, old_row: str | None) -> list[tuple[Any, ...]]:
@@ -399,8 +398,6 @@ class InsightsStore:
         if old_row and old_row != row:
             ops.append(("delete", {"PartitionKey": pk, "RowKey": old_row}))
         ops.append(("upsert", entity, {"mode": "replace"}))
-        index = {"PartitionKey": pk, "RowKey": _index_row(doc.id), "Sk": row, "Twin": twin, "V": SCHEMA_VERSION}
-        ops.append(("upsert", index, {"mode": "replace"}))
         return ops
 
     # ---- deletes -----------------------------------------------------------------------------
@@ -408,35 +405,29 @@ class InsightsStore:
     def delete_ids(self, pk: str, ids: Sequence[str], cascade: bool = True) -> int:
         """Delete documents by id from one partition (and, with `cascade`, their copy in the
         partition of their other attachment). Returns how many were found and deleted here."""
-        index = self._index(pk, list(dict.fromkeys(ids)))
-        rows = [row for doc_id, entry in index.items() for row in (entry.sk, _index_row(doc_id))]
-        self._delete_rows(pk, rows)
+        wanted = set(ids)
+        found = {doc_id: entry for doc_id, entry in self.existing(pk).items() if doc_id in wanted}
+        self._delete_rows(pk, [entry.sk for entry in found.values()])
         if cascade:
             twins: dict[str, list[str]] = {}
-            for doc_id, entry in index.items():
+            for doc_id, entry in found.items():
                 if entry.twin:
                     twins.setdefault(entry.twin, []).append(doc_id)
             for twin_pk, twin_ids in twins.items():
                 self.delete_ids(twin_pk, twin_ids, cascade=False)
-        return len(index)
+        return len(found)
 
     def delete_partition(self, pk: str) -> int:
         """Delete every document of one partition, and their copies elsewhere."""
-        rows: list[str] = []
+        found = self.existing(pk)
+        self._delete_rows(pk, [entry.sk for entry in found.values()])
         twins: dict[str, list[str]] = {}
-        documents = 0
-        for entity in self._table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": pk}, select=["RowKey", "Id", "Twin"]
-        ):
-            rows.append(entity["RowKey"])
-            if entity["RowKey"].startswith("d|"):
-                documents += 1
-                if entity.get("Twin"):
-                    twins.setdefault(entity["Twin"], []).append(entity["Id"])
-        self._delete_rows(pk, rows)
+        for doc_id, entry in found.items():
+            if entry.twin:
+                twins.setdefault(entry.twin, []).append(doc_id)
         for twin_pk, ids in twins.items():
             self.delete_ids(twin_pk, ids, cascade=False)
-        return documents
+        return len(found)
 
     def delete_tenant(self, tenant: str) -> int:
         """Delete everything stored for a tenant: every partition whose key starts with it (a
@@ -464,9 +455,9 @@ class InsightsStore:
         for entity in self._table.query_entities(
             "Exp gt @empty and Exp le @cutoff",
             parameters={"empty": "", "cutoff": cutoff},
-            select=["PartitionKey", "RowKey", "Id"],
+            select=["PartitionKey", "RowKey"],
         ):
-            by_partition.setdefault(entity["PartitionKey"], []).extend([entity["RowKey"], _index_row(entity["Id"])])
+            by_partition.setdefault(entity["PartitionKey"], []).append(entity["RowKey"])
             documents += 1
         for pk, rows in by_partition.items():
             self._delete_rows(pk, rows)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from shared import normalize
 from shared.documents import InsightDocument, parse_file
-from shared.ingest import partitions_of
+from shared.ingest import write_documents
 from shared.points import all_points
 from shared.settings import get_settings
 from shared.store import InsightsStore, RecordRef, build_table_client, document_of, partition_key
@@ -57,22 +57,13 @@ def load(
         print(f"dry run: {len(good)} valid document(s), {bad} invalid; nothing written", file=out)
         return 0
     store = open_store()
-    groups = partitions_of(good)
-    written = transactions = 0
-    failed: list[str] = []
     with tqdm(total=len(good), unit="doc", desc="loading", disable=None, file=err) as bar:
-        for pk, group in groups.items():
-            for chunk in store.write_partition(pk, group):
-                transactions += 1
-                if chunk.error:
-                    failed.append(f"{len(chunk.ids)} document(s) in {pk}: {chunk.error}")
-                else:
-                    written += len(chunk.ids)
-            bar.update(len(group))
+        summary = write_documents(store, good, progress=bar.update)
+    failed = [f"{len(chunk.ids)} document(s) in {chunk.partition}: {chunk.error}" for chunk in summary.failed]
     for line in failed:
         print(f"failed: {line}", file=err)
     print(
-        f"loaded {len(good)} document(s) into {len(groups)} partition(s) in {transactions} transaction(s); "
+        f"loaded {len(good)} document(s) into {summary.partitions} partition(s) in {summary.transactions} transaction(s); "
         f"skipped {bad} invalid line(s)" + (f"; {len(failed)} transaction(s) failed, run again" if failed else ""),
         file=out,
     )

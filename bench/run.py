@@ -1,0 +1,590 @@
+"""The benchmark: our answers over real HTTP against the same storage reads made straight through
+azure-data-tables, in the same run, on the same machine.
+
+    python3 manage.py bench                       # the full run (200,000 documents)
+    python3 manage.py bench --documents 20000     # a quick one
+
+It starts Azurite (in memory) and the dev host (its own process), loads a synthetic data set
+through the loader, and prints a table and writes bench/results/latest.json with, per operation,
+p50/p95/p99 latency and requests per second at concurrency 1 and 16, the floor's figures and
+the ratios; the loader's documents per second against raw batch upserts and through the
+ingestion API; the cold import time of function_app.py; and peak memory. Every request and
+answer stays on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devhost.azurite import Azurite, free_port  # noqa: E402
+from devhost.identity import LocalAuthority  # noqa: E402
+
+AUDIENCE = "api://c4s-bench"
+CLIENT_APP = "0f4e2d6c-8b1a-4c3d-9e5f-1a2b3c4d5e6f"
+HOME = "5c1e9a7d-2b4f-4c6e-8a1d-3f5b7c9e1a20"
+WRITER = "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+POINTS_PER_RECORD = {
+    "recordDetails": 3,
+    "opportunityInsights": 3,
+    "recordSummary": 2,
+    "emailSummary": 1,
+    "emailDraftFiles": 1,
+}
+
+
+def tenant_id(n: int) -> str:
+    return f"{n:08x}-0000-4000-8000-00000000b0{n:02x}"[:36]
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+
+def synthetic(tenants: int, records: int, documents: int, seed: int = 7) -> list[dict[str, Any]]:
+    """`documents` documents over `records` records spread over `tenants` tenants, every point."""
+    rng = random.Random(seed)
+    per_record = sum(POINTS_PER_RECORD.values())
+    docs: list[dict[str, Any]] = []
+    for r in range(records):
+        tenant = tenant_id(r % tenants)
+        record = f"opp-{r:06d}"
+        contact = f"contact{r:06d}@customer{r % tenants}.example"
+        for point, count in POINTS_PER_RECORD.items():
+            for k in range(count):
+                if len(docs) >= documents:
+                    return docs
+                day = rng.randrange(1, 365)
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1704067200 + day * 86400 + rng.randrange(86400)))
+                doc: dict[str, Any] = {
+                    "tenantId": tenant,
+                    "extensionPoint": point,
+                    "id": f"{point[:3]}-{r}-{k}",
+                    "recordType": "opportunity",
+                    "recordId": record,
+                    "dateTime": when,
+                    "language": "en",
+                }
+                if point == "recordDetails":
+                    doc["fields"] = {
+                        "recordId": f"Q-{r}-{k}",
+                        "recordTypeDisplayName": "Quote",
+                        "recordTypePluralDisplayName": "Quotes",
+                        "recordType": "quote",
+                        "recordTitle": f"Quote {r}-{k}",
+                        "url": f"https://app.example/quotes/{r}-{k}",
+                        "additionalProperties": {"Amount": f"${rng.randrange(1000, 99999)}", "Stage": "Sent"},
+                    }
+                    doc["localized"] = {
+                        "fr": {
+                            "recordTypeDisplayName": "Devis",
+                            "recordTypePluralDisplayName": "Devis",
+                            "recordTitle": f"Devis {r}-{k}",
+                        }
+                    }
+                elif point == "opportunityInsights":
+                    doc["fields"] = {
+                        "title": "Relecloud",
+                        "description": f"Usage grew {rng.randrange(1, 60)}% this quarter at site {k}.",
+                        "additionalProperties": {"Trend": "up"},
+                    }
+                elif point == "recordSummary":
+                    doc["fields"] = {
+                        "title": f"Meeting {k}",
+                        "description": "Reviewed the rollout plan and next steps.",
+                    }
+                elif point == "emailSummary":
+                    doc["contactEmail"] = contact
+                    doc["fields"] = {"insight": f"Quote Q-{r} expires soon; the buyer has not opened it."}
+                else:
+                    doc["contactEmail"] = contact
+                    doc["prompts"] = ["Make a proposal"]
+                    doc["fields"] = {
+                        "contentType": "content-pdf",
+                        "content": f"https://app.example/files/{r}.pdf",
+                        "contentTitle": "Proposal",
+                        "contentDescription": "The proposal deck.",
+                    }
+                docs.append(doc)
+    assert len(docs) == documents or documents > records * per_record
+    return docs
+
+
+# ---- measuring -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    p50: float
+    p95: float
+    p99: float
+    rps: float
+    errors: int
+    count: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "p50_ms": round(self.p50, 2),
+            "p95_ms": round(self.p95, 2),
+            "p99_ms": round(self.p99, 2),
+            "rps": round(self.rps, 1),
+            "errors": self.errors,
+            "requests": self.count,
+        }
+
+
+def measure(call: Callable[[int], bool], count: int, concurrency: int) -> Figures:
+    """Run `call(i)` `count` times on `concurrency` threads; each returns whether it succeeded."""
+    latencies: list[float] = [0.0] * count
+    errors = [0]
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        started = time.perf_counter()
+        ok = call(i)
+        latencies[i] = (time.perf_counter() - started) * 1000
+        if not ok:
+            with lock:
+                errors[0] += 1
+
+    for i in range(min(20, count)):  # warm connections and caches
+        call(i)
+    started = time.perf_counter()
+    if concurrency == 1:
+        for i in range(count):
+            one(i)
+    else:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(one, range(count)))
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    q = statistics.quantiles(ordered, n=100, method="inclusive")
+    return Figures(statistics.median(ordered), q[94], q[98], count / elapsed, errors[0], count)
+
+
+class Response:
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status_code = status
+        self._body = body
+
+    def json(self) -> Any:
+        return json.loads(self._body)
+
+
+class Connection:
+    """A lean keep-alive client (http.client), so the load generator's own cost stays small."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import http.client
+
+        self._conn = http.client.HTTPConnection(host, port, timeout=10)
+
+    def get(self, path: str, params: dict[str, Any], headers: dict[str, str]) -> Response:
+        from urllib.parse import urlencode
+
+        return self._send("GET", f"{path}?{urlencode(params)}", None, headers)
+
+    def post(self, path: str, json: Any, headers: dict[str, str]) -> Response:  # noqa: A002 - httpx-like
+        import json as _json
+
+        return self._send("POST", path, _json.dumps(json).encode(), {**headers, "Content-Type": "application/json"})
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
+        self._conn.request(method, path, body=body, headers=headers)
+        response = self._conn.getresponse()
+        return Response(response.status, response.read())
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class Clients:
+    """One keep-alive connection per thread (connection reuse, like Copilot's)."""
+
+    def __init__(self, base_url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base_url)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._local = threading.local()
+        self._all: list[Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Connection:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = Connection(self._host, self._port)
+            self._local.client = client
+            with self._lock:
+                self._all.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self._all:
+            client.close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def cold_import_ms(runs: int = 7) -> float:
+    probe = "import time; t = time.perf_counter(); import function_app; print((time.perf_counter() - t) * 1000)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INSIGHTS_", "AUTH_"))}
+    subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, check=True)  # compile .pyc first
+    times = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(runs)
+    ]
+    return statistics.median(times)
+
+
+# ---- the run -------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--documents", type=int, default=200_000)
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--tenants", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=1000, help="requests per operation at concurrency 1")
+    parser.add_argument(
+        "--concurrent-requests", type=int, default=3000, help="requests per operation at concurrency 16"
+    )
+    parser.add_argument("--raw-documents", type=int, default=50_000, help="documents for the raw batch-upsert floor")
+    parser.add_argument("--api-documents", type=int, default=100_000, help="documents loaded through the ingestion API")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = parser.parse_args(argv)
+    args.records = min(args.records, max(1, args.documents // sum(POINTS_PER_RECORD.values())))
+
+    from azure.data.tables import TableClient
+
+    import extensions  # noqa: F401
+
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "processor": platform.machine(),
+        },
+        "data": {"documents": args.documents, "records": args.records, "tenants": args.tenants},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(f"bench: {args.documents} documents over {args.records} records and {args.tenants} tenants", flush=True)
+    results["cold_import_ms"] = round(cold_import_ms(), 1)
+    print(f"cold import of function_app.py: {results['cold_import_ms']} ms (median of 7 fresh processes)", flush=True)
+
+    azurite = Azurite().start()
+    authority = LocalAuthority().start()
+    host_port = free_port()
+    tenants = [tenant_id(n) for n in range(args.tenants)]
+    env = {
+        **os.environ,
+        "INSIGHTS_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "INSIGHTS_TABLE_NAME": "bench",
+        "AUTH_AUTHORITY": authority.url,
+        "AUTH_AUDIENCES": AUDIENCE,
+        "AUTH_ALLOWED_TENANTS": ",".join(tenants),
+        "AUTH_ALLOWED_CLIENT_APPS": CLIENT_APP,
+        "AUTH_WRITER_HOME_TENANTS": HOME,
+        "AUTH_WRITER_CLIENT_APPS": WRITER,
+        "AUTH_WRITER_TENANT_GRANTS": f"{WRITER}=*",
+        "THROTTLE_REQUESTS_PER_MINUTE": "0",
+        "INGEST_MAX_DOCUMENTS": "1000",
+    }
+    os.environ.update(env)
+    host: subprocess.Popen[bytes] | None = None
+    try:
+        # -- loading -----------------------------------------------------------------------------
+        docs = synthetic(args.tenants, args.records, args.documents)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bench.jsonl"
+            path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+            from shared.settings import reset_settings
+
+            reset_settings()
+            from tools.data import load
+
+            started = time.perf_counter()
+            with open(os.devnull, "w") as quiet:
+                assert load(path, out=quiet, err=quiet) == 0
+            loader_seconds = time.perf_counter() - started
+        loader_rate = len(docs) / loader_seconds
+        print(f"loader: {len(docs)} documents in {loader_seconds:.1f}s = {loader_rate:.0f} documents/s", flush=True)
+
+        raw = TableClient.from_connection_string(azurite.connection_string, table_name="rawfloor")
+        raw.create_table()
+        from shared.documents import validate_document
+        from shared.ingest import partitions_of
+        from shared.store import InsightsStore
+
+        subset = [validate_document(d)[0] for d in docs[: args.raw_documents]]
+        groups = partitions_of([d for d in subset if d is not None])
+        entities = {
+            pk: [InsightsStore._operations(pk, doc, "", None)[0][1] for doc in group] for pk, group in groups.items()
+        }
+        total = sum(len(e) for e in entities.values())
+        started = time.perf_counter()
+        for group in entities.values():
+            for i in range(0, len(group), 100):
+                raw.submit_transaction([("upsert", e, {"mode": "replace"}) for e in group[i : i + 100]])
+        raw_rate = total / (time.perf_counter() - started)
+        print(f"raw batch upserts: {total} entities at {raw_rate:.0f}/s", flush=True)
+        results["loading"] = {
+            "loader_documents_per_s": round(loader_rate, 1),
+            "raw_batch_upserts_per_s": round(raw_rate, 1),
+            "ratio": round(loader_rate / raw_rate, 2),
+            "loader_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+        # -- the dev host ------------------------------------------------------------------------
+        host = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(host_port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{host_port}"
+        import httpx
+
+        for _ in range(100):
+            try:
+                httpx.get(base + "/api/diagnostics/testconnection", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+
+        # -- the ingestion API -------------------------------------------------------------------
+        writer = authority.mint(tenant=HOME, audience=AUDIENCE, client_app=WRITER, roles=["Insights.Write"])
+        api_docs = synthetic(args.tenants, max(1, args.api_documents // 10), args.api_documents, seed=11)
+        for d in api_docs:
+            d["id"] = "api-" + d["id"]
+        started = time.perf_counter()
+        api_errors = 0
+        with httpx.Client(base_url=base, timeout=60) as client:
+            for i in range(0, len(api_docs), 500):
+                r = client.post(
+                    "/api/ingest/documents",
+                    json={"documents": api_docs[i : i + 500]},
+                    headers={"Authorization": f"Bearer {writer}"},
+                )
+                if r.status_code != 200 or r.json()["summary"]["written"] != len(api_docs[i : i + 500]):
+                    api_errors += 1
+        api_rate = len(api_docs) / (time.perf_counter() - started)
+        results["loading"]["ingestion_api_documents_per_s"] = round(api_rate, 1)
+        results["loading"]["ingestion_api_errors"] = api_errors
+        print(f"ingestion API: {len(api_docs)} documents at {api_rate:.0f}/s, {api_errors} failed batches", flush=True)
+
+        # -- requests ----------------------------------------------------------------------------
+        results["operations"] = run_operations(args, base, authority, tenants, azurite.connection_string)
+        results["dev_host_peak_rss_mb"] = round(peak_rss_mb(host.pid), 1)
+        results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    finally:
+        if host is not None:
+            host.terminate()
+            host.wait(timeout=10)
+        authority.stop()
+        azurite.stop()
+
+    report(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+    errors = sum(op[c]["ours"]["errors"] for op in results["operations"].values() for c in ("c1", "c16"))
+    errors += results["loading"]["ingestion_api_errors"]
+    return 1 if errors else 0
+
+
+def run_operations(
+    args: argparse.Namespace, base: str, authority: LocalAuthority, tenants: list[str], connection: str
+) -> dict[str, Any]:
+    from azure.data.tables import TableClient
+
+    from shared.store import RecordRef, partition_key
+
+    tokens = {
+        t: authority.mint(tenant=t, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
+        for t in tenants
+    }
+    rng = random.Random(3)
+    picks = [rng.randrange(args.records) for _ in range(max(args.requests, args.concurrent_requests) + 50)]
+    floor_table = TableClient.from_connection_string(connection, table_name="bench")
+    floor_pool = ThreadPoolExecutor(max_workers=16)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    top = 10
+
+    def target(i: int) -> tuple[str, str, str, str]:
+        r = picks[i % len(picks)]
+        tenant = tenant_id(r % args.tenants)
+        return tenant, f"opp-{r:06d}", f"contact{r:06d}@customer{r % args.tenants}.example", tokens[tenant]
+
+    def floor_read(pks: list[str]) -> bool:
+        def one(pk: str) -> int:
+            found = 0
+            for _ in floor_table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and ( Exp eq '' or Exp gt @now ) and Org eq ''",
+                parameters={"pk": pk, "lo": "d|", "hi": "d}", "now": now},
+                results_per_page=top + 1,
+                select=["PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"],
+            ):
+                found += 1
+                if found > top:
+                    break
+            return found
+
+        if len(pks) == 1:
+            return one(pks[0]) > 0
+        return sum(floor_pool.map(one, pks)) > 0
+
+    def get_op(path: str, point: str) -> tuple[Callable[[Clients], Callable[[int], bool]], Callable[[int], bool]]:
+        def ours(clients: Clients) -> Callable[[int], bool]:
+            def call(i: int) -> bool:
+                _, record, _, token = target(i)
+                r = clients.get().get(
+                    path,
+                    params={"recordType": "opportunity", "recordId": record, "top": top},
+                    headers={"Authorization": f"Bearer {token}", "x-ms-client-request-id": f"bench-{i}"},
+                )
+                return r.status_code == 200 and bool(r.json()["value"])
+
+            return call
+
+        def floor(i: int) -> bool:
+            tenant, record, _, _ = target(i)
+            return floor_read([partition_key(tenant, point, RecordRef.record("opportunity", record))])
+
+        return ours, floor
+
+    def post_op(
+        path: str, point: str, body: Callable[[str, str], dict[str, Any]]
+    ) -> tuple[Callable[[Clients], Callable[[int], bool]], Callable[[int], bool]]:
+        def ours(clients: Clients) -> Callable[[int], bool]:
+            def call(i: int) -> bool:
+                _, record, contact, token = target(i)
+                r = clients.get().post(
+                    path,
+                    json=body(record, contact),
+                    headers={"Authorization": f"Bearer {token}", "x-ms-client-request-id": f"bench-{i}"},
+                )
+                return r.status_code == 200 and bool(r.json()["value"])
+
+            return call
+
+        def floor(i: int) -> bool:
+            tenant, record, contact, _ = target(i)
+            return floor_read(
+                [
+                    partition_key(tenant, point, RecordRef.record("opportunity", record)),
+                    partition_key(tenant, point, RecordRef.contact(contact)),
+                ]
+            )
+
+        return ours, floor
+
+    operations = {
+        "scp-get-related-records": get_op("/api/enhanceskills/related-records", "recordDetails"),
+        "scp-get-sales-highlights": get_op("/api/enhanceskills/sales-highlights", "opportunityInsights"),
+        "scp-get-related-activities": get_op("/api/enhanceskills/activities", "recordSummary"),
+        "scp-get-email-insights-v2": post_op(
+            "/api/enhanceskills/email-insights-v2",
+            "emailSummary",
+            lambda record, contact: {
+                "resourceData": {"from": contact, "to": ["seller@contoso.example"]},
+                "relatedEntities": [{"entityId": record, "entityType": "opportunity"}],
+                "top": top,
+            },
+        ),
+        "scp-get-content-suggestions": post_op(
+            "/api/enhanceskills/content-suggestions",
+            "emailDraftFiles",
+            lambda record, contact: {
+                "resourceData": {"from": contact},
+                "resourceType": "email-thread",
+                "recordType": "opportunity",
+                "recordId": record,
+                "top": top,
+            },
+        ),
+    }
+    figures: dict[str, Any] = {}
+    try:
+        for name, (ours_factory, floor) in operations.items():
+            figures[name] = {}
+            for label, concurrency, count in (("c1", 1, args.requests), ("c16", 16, args.concurrent_requests)):
+                clients = Clients(base)
+                try:
+                    ours = measure(ours_factory(clients), count, concurrency)
+                finally:
+                    clients.close()
+                base_figures = measure(floor, count, concurrency)
+                figures[name][label] = {
+                    "ours": ours.as_dict(),
+                    "floor": base_figures.as_dict(),
+                    "p50_ratio": round(ours.p50 / base_figures.p50, 2),
+                    "p99_ratio": round(ours.p99 / base_figures.p99, 2),
+                    "rps_ratio": round(ours.rps / base_figures.rps, 2),
+                }
+                print(
+                    f"  {name} {label}: ours p50 {ours.p50:.2f} ms, floor p50 {base_figures.p50:.2f} ms, rps {ours.rps:.0f} vs {base_figures.rps:.0f}, errors {ours.errors}",
+                    flush=True,
+                )
+    finally:
+        floor_pool.shutdown()
+        floor_table.close()
+    return figures
+
+
+def report(results: dict[str, Any]) -> None:
+    print(
+        "\noperation                       conc   p50 ms (floor)   p95 ms (floor)   p99 ms (floor)     req/s (floor)   p50x  p99x  rps x  errors"
+    )
+    for name, by_conc in results["operations"].items():
+        for label, row in by_conc.items():
+            o, f = row["ours"], row["floor"]
+            print(
+                f"{name:31} {label:>4} {o['p50_ms']:7.2f} ({f['p50_ms']:6.2f}) {o['p95_ms']:7.2f} ({f['p95_ms']:6.2f}) "
+                f"{o['p99_ms']:7.2f} ({f['p99_ms']:6.2f}) {o['rps']:8.0f} ({f['rps']:6.0f}) {row['p50_ratio']:5.2f} {row['p99_ratio']:5.2f} {row['rps_ratio']:6.2f} {o['errors']:6d}"
+            )
+    loading = results["loading"]
+    print(
+        f"\nloader {loading['loader_documents_per_s']:.0f} documents/s vs raw batch upserts {loading['raw_batch_upserts_per_s']:.0f}/s "
+        f"(ratio {loading['ratio']}); ingestion API {loading['ingestion_api_documents_per_s']:.0f} documents/s"
+    )
+    print(
+        f"cold import {results['cold_import_ms']} ms; peak memory: dev host {results['dev_host_peak_rss_mb']} MB, bench/loader {results['bench_peak_rss_mb']} MB"
+    )
+    print(f"machine: {results['machine']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
