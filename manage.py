@@ -20,6 +20,7 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -172,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from devhost.server import DevHost
     from function_app import app
 
-    host = DevHost(app, host=args.host, port=args.port)
+    host = DevHost(app, host=args.host, port=args.port, extra_routes=_preview())
     print(f"serving {len(host.routes)} functions on {host.base_url}:")
     for route in host.routes:
         print(f"  {'/'.join(sorted(route.methods)):5} {host.base_url}/{route.template}")
@@ -297,6 +298,19 @@ def _mint(args: argparse.Namespace) -> str:
     )
 
 
+def _preview() -> dict[str, Any]:
+    """The local preview's routes (dev host only), minting tokens with the local identity."""
+    from devhost.preview_routes import preview_routes
+
+    def mint(tenant: str) -> str:
+        fields = dict(
+            tenant=tenant or None, audience=None, client_app=None, roles=None, scopes=None, version="2.0", lifetime=3600
+        )
+        return _mint(argparse.Namespace(**fields))
+
+    return preview_routes(mint)
+
+
 def _first(csv: str) -> str:
     return next((p.strip() for p in csv.split(",") if p.strip() and p.strip() != "*"), "")
 
@@ -324,7 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from devhost.server import DevHost
         from function_app import app
 
-        host = DevHost(app, port=args.port)
+        host = DevHost(app, port=args.port, extra_routes=_preview())
         token = _mint(
             argparse.Namespace(
                 tenant=None, audience=None, client_app=None, roles=None, scopes=None, version="2.0", lifetime=8 * 3600

@@ -201,7 +201,7 @@ class Connection:
 
         return self._send("GET", f"{path}?{urlencode(params)}", None, headers)
 
-    def post(self, path: str, json: Any, headers: dict[str, str]) -> Response:  # noqa: A002 - httpx-like
+    def post(self, path: str, json: Any, headers: dict[str, str]) -> Response:
         import json as _json
 
         return self._send("POST", path, _json.dumps(json).encode(), {**headers, "Content-Type": "application/json"})
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--raw-documents", type=int, default=50_000, help="documents for the raw batch-upsert floor")
     parser.add_argument("--api-documents", type=int, default=100_000, help="documents loaded through the ingestion API")
+    parser.add_argument("--workers", type=int, default=4, help="loader threads, and the raw floor's")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     args.records = min(args.records, max(1, args.documents // sum(POINTS_PER_RECORD.values())))
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
             started = time.perf_counter()
             with open(os.devnull, "w") as quiet:
-                assert load(path, out=quiet, err=quiet) == 0
+                assert load(path, workers=args.workers, out=quiet, err=quiet) == 0
             loader_seconds = time.perf_counter() - started
         loader_rate = len(docs) / loader_seconds
         print(f"loader: {len(docs)} documents in {loader_seconds:.1f}s = {loader_rate:.0f} documents/s", flush=True)
@@ -352,16 +353,21 @@ def main(argv: list[str] | None = None) -> int:
             pk: [InsightsStore._operations(pk, doc, "", None)[0][1] for doc in group] for pk, group in groups.items()
         }
         total = sum(len(e) for e in entities.values())
-        started = time.perf_counter()
-        for group in entities.values():
+
+        def upsert(group: list[dict[str, Any]]) -> None:
             for i in range(0, len(group), 100):
                 raw.submit_transaction([("upsert", e, {"mode": "replace"}) for e in group[i : i + 100]])
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=args.workers) as pool:
+            list(pool.map(upsert, entities.values()))
         raw_rate = total / (time.perf_counter() - started)
         print(f"raw batch upserts: {total} entities at {raw_rate:.0f}/s", flush=True)
         results["loading"] = {
             "loader_documents_per_s": round(loader_rate, 1),
             "raw_batch_upserts_per_s": round(raw_rate, 1),
             "ratio": round(loader_rate / raw_rate, 2),
+            "workers": args.workers,
             "loader_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
 

@@ -6,8 +6,10 @@ has validated every document with the same rules.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from shared.documents import InsightDocument
@@ -43,26 +45,38 @@ def write_documents(
     store: InsightsStore,
     documents: Iterable[InsightDocument],
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> WriteSummary:
     """Upsert documents, partition by partition, in key order. Idempotent: running it again with
     the same documents leaves the table as it is, so an interrupted load can simply be run again.
 
     Neighbouring partitions of one tenant and extension point (a bulk load) learn what they
-    already hold from one range query a window; scattered ones from a query each."""
+    already hold from one range query a window; scattered ones from a query each. Windows hold
+    different partitions, so `workers` of them can be written at once."""
     docs = list(documents)
     summary = WriteSummary(documents=len(docs))
     groups = partitions_of(docs)
     summary.partitions = len(groups)
     ordered = sorted(groups)
-    for start in range(0, len(ordered), BULK_WINDOW):
-        window = ordered[start : start + BULK_WINDOW]
+    lock = threading.Lock()
+
+    def write_window(window: list[str]) -> None:
         prefix = window[0].split("|")[:2]
         dense = len(window) >= 10 and window[-1].split("|")[:2] == prefix
         known = store.existing_between(window[0], window[-1]) if dense else None
         for pk in window:
             chunks = store.write_partition(pk, groups[pk], known.get(pk, {}) if known is not None else None)
-            summary.transactions += len(chunks)
-            summary.failed += [chunk for chunk in chunks if chunk.error]
-            if progress:
-                progress(len(groups[pk]))
+            with lock:
+                summary.transactions += len(chunks)
+                summary.failed += [chunk for chunk in chunks if chunk.error]
+                if progress:
+                    progress(len(groups[pk]))
+
+    windows = [ordered[start : start + BULK_WINDOW] for start in range(0, len(ordered), BULK_WINDOW)]
+    if workers <= 1 or len(windows) <= 1:
+        for window in windows:
+            write_window(window)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load") as pool:
+            list(pool.map(write_window, windows))
     return summary

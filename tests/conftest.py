@@ -79,10 +79,14 @@ def authority(signing_key: SigningKey) -> Iterator[LocalAuthority]:
 
 
 @pytest.fixture(scope="session")
-def devhost() -> Iterator[DevHost]:
+def devhost(authority: LocalAuthority) -> Iterator[DevHost]:
+    from devhost.preview_routes import preview_routes
     from function_app import app
 
-    with DevHost(app, port=0) as host:
+    def mint(tenant: str) -> str:
+        return authority.mint(tenant=tenant, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
+
+    with DevHost(app, port=0, extra_routes=preview_routes(mint)) as host:
         yield host
 
 

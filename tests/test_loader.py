@@ -153,7 +153,9 @@ def test_validation_names_the_field(data: dict[str, Any], field: str) -> None:
     assert errors[0].field == field, errors
 
 
-def test_a_bulk_reload_that_moves_documents_keeps_one_row_each(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bulk_reload_that_moves_documents_keeps_one_row_each(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Many neighbouring partitions take the one-range-query path; moves must still be atomic."""
     ranges: list[str] = []
     real = service.store.existing_between
@@ -163,7 +165,11 @@ def test_a_bulk_reload_that_moves_documents_keeps_one_row_each(service: Service,
         return real(first, last)
 
     monkeypatch.setattr(service.store, "existing_between", spy)
-    first = [doc(id=f"d{k}", record_id=f"opp-{r:02d}", date_time=f"2025-01-0{k + 1}T00:00:00Z") for r in range(30) for k in range(2)]
+    first = [
+        doc(id=f"d{k}", record_id=f"opp-{r:02d}", date_time=f"2025-01-0{k + 1}T00:00:00Z")
+        for r in range(30)
+        for k in range(2)
+    ]
     service.load(first)
     service.load([{**d, "dateTime": d["dateTime"].replace("2025-01", "2025-02")} for d in first])
     assert ranges  # the bulk path was taken

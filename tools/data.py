@@ -34,7 +34,13 @@ def open_store() -> InsightsStore:
 
 
 def load(
-    path: Path, *, skip_bad: bool = False, dry_run: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    path: Path,
+    *,
+    skip_bad: bool = False,
+    dry_run: bool = False,
+    workers: int = 4,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
 ) -> int:
     """Validate every line first; an invalid file writes nothing unless `skip_bad`. Idempotent, so
     an interrupted load is simply run again."""
@@ -58,7 +64,7 @@ def load(
         return 0
     store = open_store()
     with tqdm(total=len(good), unit="doc", desc="loading", disable=None, file=err) as bar:
-        summary = write_documents(store, good, progress=bar.update)
+        summary = write_documents(store, good, progress=bar.update, workers=workers)
     failed = [f"{len(chunk.ids)} document(s) in {chunk.partition}: {chunk.error}" for chunk in summary.failed]
     for line in failed:
         print(f"failed: {line}", file=err)

@@ -1,0 +1,113 @@
+"""The local preview of the Copilot for Sales cards: static files and a few helper endpoints,
+served by the dev host under /preview. Never a Functions trigger, never deployed.
+
+The page itself calls the backend the way Copilot for Sales does: it reads the generated
+connector definition, finds operations and fields by the contract's description strings (its
+own copy, `preview/contract.json`, as Copilot has its own), and sends a locally minted token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from devhost.server import ExtraRoute
+
+__all__ = ["CONNECTOR", "STATIC", "preview_routes"]
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = Path(__file__).resolve().parent / "preview"
+CONNECTOR = ROOT / "connector"
+MAX_LINT_BYTES = 5 * 1024 * 1024
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".json": "application/json; charset=utf-8",
+}
+
+Minter = Callable[[str], str]
+
+
+def _file(path: Path) -> ExtraRoute:
+    def serve(handler: Any, query: str, body: bytes) -> None:
+        handler.send_bytes(200, path.read_bytes(), TYPES[path.suffix], {"Cache-Control": "no-store"})
+
+    return serve
+
+
+def _json(produce: Callable[[dict[str, list[str]], bytes], Any]) -> ExtraRoute:
+    def serve(handler: Any, query: str, body: bytes) -> None:
+        try:
+            payload = produce(parse_qs(query), body)
+            status = 200
+        except ValueError as exc:
+            payload, status = {"error": str(exc)}, 400
+        handler.send_bytes(
+            status, json.dumps(payload, ensure_ascii=False).encode(), TYPES[".json"], {"Cache-Control": "no-store"}
+        )
+
+    return serve
+
+
+def _tenants(query: dict[str, list[str]], body: bytes) -> Any:
+    from shared.settings import get_settings
+
+    return [t for t in get_settings().auth_allowed_tenants if t != "*"]
+
+
+def _records(query: dict[str, list[str]], body: bytes) -> Any:
+    """The CRM records (and their contacts) a tenant has insights for, at most 200."""
+    from shared.settings import get_settings
+    from shared.store import get_store
+
+    tenant = (query.get("tenant") or [""])[0].lower()
+    if tenant not in get_settings().auth_allowed_tenants:
+        raise ValueError("unknown tenant")
+    records: dict[tuple[str, str], set[str]] = {}
+    for entity in get_store(get_settings()).iter_entities(tenant=tenant):
+        if entity.get("RecordType"):
+            contacts = records.setdefault((entity["RecordType"], entity["RecordId"]), set())
+            if entity.get("Contact"):
+                contacts.add(entity["Contact"])
+        if len(records) >= 200:
+            break
+    return [{"recordType": t, "recordId": i, "contacts": sorted(c)} for (t, i), c in sorted(records.items())]
+
+
+def _lint(query: dict[str, list[str]], body: bytes) -> Any:
+    """The loader's own validation in report mode: every document it would reject, and why."""
+    import extensions  # noqa: F401 - registers the extension points
+    from shared.documents import parse_jsonl
+
+    if len(body) > MAX_LINT_BYTES:
+        raise ValueError("the file is larger than the preview checks (5 MB)")
+    text = body.decode("utf-8", errors="replace")
+    problems = []
+    documents = 0
+    for parsed in parse_jsonl(text.splitlines()):
+        documents += 1
+        for error in parsed.errors:
+            problems.append({"line": parsed.line, "id": parsed.raw_id, "field": error.field, "message": error.message})
+    return {"documents": documents, "rejected": len({p["line"] for p in problems}), "problems": problems}
+
+
+def preview_routes(mint: Minter) -> dict[str, ExtraRoute]:
+    """The preview's routes for DevHost(extra_routes=...). `mint(tenant)` signs a local token."""
+    routes: dict[str, ExtraRoute] = {
+        "preview": _file(STATIC / "index.html"),
+        "preview/app.js": _file(STATIC / "app.js"),
+        "preview/style.css": _file(STATIC / "style.css"),
+        "preview/contract.json": _file(STATIC / "contract.json"),
+        "preview/icon.png": _file(CONNECTOR / "icon.png"),
+        "preview/definition.json": _file(CONNECTOR / "apiDefinition.swagger.json"),
+        "preview/api/tenants": _json(_tenants),
+        "preview/api/records": _json(_records),
+        "preview/api/lint": _json(_lint),
+        "preview/api/token": _json(lambda q, b: {"token": mint((q.get("tenant") or [""])[0])}),
+    }
+    return routes
