@@ -42,10 +42,14 @@ def enabled() -> bool:
 def _configure() -> bool:
     if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         return False
+    # Functions run on App Service: its resource detector reads environment variables only. The
+    # distro's default list also probes the Azure VM metadata endpoint over the network, which
+    # would hold up the first request where there is no such endpoint.
+    os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "azure_app_service")
     try:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
-        configure_azure_monitor(logger_name="c4s")
+        configure_azure_monitor(logger_name="c4s", enable_live_metrics=False)
         return True
     except Exception:
         log.exception("Application Insights export could not be configured; continuing without it")

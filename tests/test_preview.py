@@ -253,3 +253,14 @@ def test_the_preview_is_not_a_function() -> None:
 
     assert not [f for f in functions_of(app) if "preview" in str(f)]
     assert "preview" in (ROOT / ".funcignore").read_text() or "devhost" in (ROOT / ".funcignore").read_text()
+
+
+def test_the_previews_contract_copy_matches_the_contract() -> None:
+    from tools.connector_rules import parse_contract
+
+    operations, email, entity = parse_contract(ROOT.parent / "shared" / "contract" / "extension-points.md")
+    copy = json.loads((ROOT / "devhost" / "preview" / "contract.json").read_text())
+    assert [op["description"] for op in copy["operations"].values()] == [op.description for op in operations]
+    assert [op["inputs"] for op in copy["operations"].values()] == [op.inputs for op in operations]
+    assert [op["outputs"] for op in copy["operations"].values()] == [op.outputs for op in operations]
+    assert copy["email"] == email and copy["relatedEntity"] == entity

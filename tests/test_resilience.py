@@ -3,6 +3,7 @@ summary line, and a bounded load test on loopback."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -335,3 +336,26 @@ def test_load_20000_requests_at_concurrency_32(service: Service) -> None:
     )
     assert answered[0] == total
     assert failures == []
+
+
+def test_telemetry_exports_the_request_span_under_the_callers_trace() -> None:
+    """With a connection string (pointing at a receiver on loopback), the request span is exported
+    to Application Insights as a child of the caller's traceparent."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "telemetry_probe.py"), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (report["enabled"], report["trace_id"], report["exported"]) == (
+        True,
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        True,
+    )
+    assert report["paths"] == ["/v2.1/track"]
