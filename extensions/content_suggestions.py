@@ -12,9 +12,9 @@ from typing import Literal
 
 import azure.functions as func
 
-from shared.email import EmailModel, RelatedEntities, participants
+from shared.email import EmailThreadRequest, RelatedEntities, participants
 from shared.models import ContractModel, HttpsUrl, NonEmptyStr, Page, StringMap, wire
-from shared.params import DEFAULT_TOP, CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, Skip, Top
+from shared.params import RecordIdIn, RecordTypeIn
 from shared.pipeline import RequestContext, operation
 from shared.points import ExtensionPoint, register_point
 from shared.reading import gather, page_of
@@ -27,11 +27,7 @@ RANKED_CANDIDATES = 200
 _WORDS = re.compile(r"[^\w]+")
 
 
-class ContentSuggestionsRequest(RequestModel):
-    resourceData: EmailModel = wire(
-        "This input identifies the email content which is a collection of email thread, subject, and other details.",
-        "Email",
-    )
+class ContentSuggestionsRequest(EmailThreadRequest):
     resourceType: Literal["email-thread", "teams-chat"] = wire(
         "This input identifies the type of resource shared for fetching suggested file links which in this case is 'email-thread'.",
         "Resource type",
@@ -46,22 +42,8 @@ class ContentSuggestionsRequest(RequestModel):
         "Record ID",
         default=None,
     )
-    crmType: CrmTypeIn = wire(
-        "This input indicates the type of CRM in which the record related to the email thread exists.",
-        "CRM type",
-        default="",
-    )
-    crmOrgUrl: OrgUrlIn = wire(
-        "This input indicates the URL of the CRM environment in which the record related to the email thread exists.",
-        "CRM org URL",
-        default="",
-    )
     inputPrompt: str | None = wire(
         "This input indicates the prompt provided by the user while drafting an email.", "Prompt", default=None
-    )
-    top: Top = wire("This input indicates the number of file links to fetch.", "Top", default=DEFAULT_TOP)
-    skip: Skip = wire(
-        "This input indicates the number of items to skip when fetching suggested file links.", "Skip", default=0
     )
     relatedEntities: RelatedEntities = wire(
         "This input identifies the array of CRM records, which is related to the email thread.",

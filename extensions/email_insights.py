@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.email import EmailModel, RelatedEntities, participants
+from shared.email import EmailThreadRequest, RelatedEntities, participants
 from shared.models import ContractModel, NonEmptyStr, Page, wire
-from shared.params import DEFAULT_TOP, CrmTypeIn, OrgUrlIn, RequestModel, Skip, Top
 from shared.pipeline import RequestContext, operation
 from shared.points import ExtensionPoint, register_point
 from shared.reading import gather, page_of
@@ -19,29 +18,11 @@ from shared.store import RecordRef, Scope
 bp = func.Blueprint()
 
 
-class EmailInsightsRequest(RequestModel):
-    resourceData: EmailModel = wire(
-        "This input identifies the email content which is a collection of email thread, subject, and other details.",
-        "Email",
-    )
+class EmailInsightsRequest(EmailThreadRequest):
     relatedEntities: RelatedEntities = wire(
         "This input identifies the array of CRM records, which is related to the email thread.",
         "Related CRM records",
         default_factory=list,
-    )
-    crmType: CrmTypeIn = wire(
-        "This input indicates the type of CRM in which the record related to the email thread exists.",
-        "CRM type",
-        default="",
-    )
-    crmOrgUrl: OrgUrlIn = wire(
-        "This input indicates the URL of the CRM environment in which the record related to the email thread exists.",
-        "CRM org URL",
-        default="",
-    )
-    top: Top = wire("This input indicates the number of file links to fetch.", "Top", default=DEFAULT_TOP)
-    skip: Skip = wire(
-        "This input indicates the number of items to skip when fetching suggested file links.", "Skip", default=0
     )
 
 

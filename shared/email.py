@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field, StringConstraints
 
 from shared import normalize
 from shared.models import wire
-from shared.params import RecordIdIn, RecordTypeIn, RequestModel
+from shared.params import DEFAULT_TOP, CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, Skip, Top
 from shared.store import RecordRef
 
 __all__ = ["MAX_PARTICIPANTS", "MAX_RELATED_ENTITIES", "EmailModel", "RelatedEntities", "RelatedEntity", "participants"]
@@ -90,3 +90,27 @@ def participants(email: EmailModel) -> list[RecordRef]:
 
 
 RelatedEntities = Annotated[list[RelatedEntity], Field(max_length=MAX_RELATED_ENTITIES)]
+
+
+class EmailThreadRequest(RequestModel):
+    """Inputs the email summary and email draft operations share, with the same contract strings
+    (§4 and §5; the top/skip strings say "file links" for both, as published)."""
+
+    resourceData: EmailModel = wire(
+        "This input identifies the email content which is a collection of email thread, subject, and other details.",
+        "Email",
+    )
+    crmType: CrmTypeIn = wire(
+        "This input indicates the type of CRM in which the record related to the email thread exists.",
+        "CRM type",
+        default="",
+    )
+    crmOrgUrl: OrgUrlIn = wire(
+        "This input indicates the URL of the CRM environment in which the record related to the email thread exists.",
+        "CRM org URL",
+        default="",
+    )
+    top: Top = wire("This input indicates the number of file links to fetch.", "Top", default=DEFAULT_TOP)
+    skip: Skip = wire(
+        "This input indicates the number of items to skip when fetching suggested file links.", "Skip", default=0
+    )
