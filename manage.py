@@ -321,7 +321,12 @@ def cmd_mint_token(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     from devhost.azurite import Azurite, connection_string
+
+    # A SIGTERM (from a process manager, or `kill`) stops Azurite too, like Ctrl+C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     os.environ.setdefault("INSIGHTS_STORAGE_CONNECTION_STRING", connection_string(args.azurite_port))
     apply_local_settings()
