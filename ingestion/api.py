@@ -14,14 +14,13 @@ from typing import Any, Literal
 import azure.functions as func
 from pydantic import BaseModel, Field, model_validator
 
-from shared import normalize
 from shared.documents import validate_document
 from shared.errors import InsufficientPermissions, RequestTooLarge
-from shared.ingest import write_documents
+from shared.ingest import delete_documents, write_documents
 from shared.params import RequestModel
 from shared.pipeline import RequestContext, operation
 from shared.points import all_points, get_point
-from shared.store import RecordRef, partition_key, partition_keys
+from shared.store import partition_keys
 
 bp = func.Blueprint()
 # Writes are batches from partner services, not Copilot calls: they get more time (host.json's
@@ -163,25 +162,14 @@ class DeleteResponse(BaseModel):
 def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteResponse:
     tenant = request.tenantId.lower()
     _check_grants(ctx, {tenant})
-    store = ctx.store
-    if request.scope == "tenant":
-        deleted = store.delete_tenant(tenant)
-    elif request.scope == "document":
-        assert request.extensionPoint and request.id
-        ref = (
-            RecordRef.record(normalize.record_type(request.recordType), normalize.record_id(request.recordId))
-            if request.recordType and request.recordId
-            else RecordRef.contact(normalize.email_address(request.contactEmail or ""))
-        )
-        deleted = store.delete_ids(partition_key(tenant, request.extensionPoint, ref), [request.id])
-    else:
-        ref = (
-            RecordRef.record(
-                normalize.record_type(request.recordType or ""), normalize.record_id(request.recordId or "")
-            )
-            if request.scope == "record"
-            else RecordRef.contact(normalize.email_address(request.contactEmail or ""))
-        )
-        deleted = sum(store.delete_partition(partition_key(tenant, point, ref)) for point in all_points())
+    deleted = delete_documents(
+        ctx.store,
+        tenant=tenant,
+        scope=request.scope,
+        extension_point=request.extensionPoint,
+        record=(request.recordType, request.recordId) if request.recordType and request.recordId else None,
+        contact=request.contactEmail,
+        doc_id=request.id,
+    )
     ctx.log.info("deleted %d documents (scope %s, tenant %s)", deleted, request.scope, tenant)
     return DeleteResponse(deleted=deleted)

@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from shared import normalize
 from shared.documents import InsightDocument
-from shared.store import ChunkResult, InsightsStore, partition_keys
+from shared.points import all_points
+from shared.store import ChunkResult, InsightsStore, RecordRef, partition_key, partition_keys
 
-__all__ = ["WriteSummary", "partitions_of", "write_documents"]
+__all__ = ["WriteSummary", "delete_documents", "partitions_of", "write_documents"]
 
 
 @dataclass
@@ -80,3 +82,31 @@ def write_documents(
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load") as pool:
             list(pool.map(write_window, windows))
     return summary
+
+
+def delete_documents(
+    store: InsightsStore,
+    *,
+    tenant: str,
+    scope: str,
+    extension_point: str | None = None,
+    record: tuple[str, str] | None = None,
+    contact: str | None = None,
+    doc_id: str | None = None,
+) -> int:
+    """Delete a document, a record's or a contact's documents (every extension point, and their
+    copies in the other partition), or everything of a tenant. Returns how many documents went.
+    `record` is (recordType, recordId) in any spelling; `contact` an address in any case."""
+    tenant = tenant.lower()
+    if scope == "tenant":
+        return store.delete_tenant(tenant)
+    ref = (
+        RecordRef.record(normalize.record_type(record[0]), normalize.record_id(record[1]))
+        if record
+        else RecordRef.contact(normalize.email_address(contact or ""))
+    )
+    if scope == "document":
+        if not (extension_point and doc_id):
+            raise ValueError("deleting a document needs its extension point and id")
+        return store.delete_ids(partition_key(tenant, extension_point, ref), [doc_id])
+    return sum(store.delete_partition(partition_key(tenant, point, ref)) for point in all_points())

@@ -15,9 +15,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from shared import normalize
 from shared.documents import InsightDocument, parse_file
-from shared.ingest import write_documents
+from shared.ingest import delete_documents, write_documents
 from shared.points import all_points
 from shared.settings import get_settings
 from shared.store import InsightsStore, RecordRef, build_table_client, document_of, partition_key
@@ -76,9 +75,8 @@ def load(
     return 1 if failed else 0
 
 
-def _partitions_for(tenant: str, record: tuple[str, str] | None, contact: str | None) -> list[str]:
-    ref = RecordRef.record(*record) if record else RecordRef.contact(contact or "")
-    return [partition_key(tenant, point, ref) for point in all_points()]
+def _record_partitions(tenant: str, record: tuple[str, str]) -> list[str]:
+    return [partition_key(tenant, point, RecordRef.record(*record)) for point in all_points()]
 
 
 def export(
@@ -93,7 +91,7 @@ def export(
     store = open_store()
     if record is not None:
         assert tenant is not None
-        rows: Iterable[dict[str, Any]] = store.iter_entities(partitions=_partitions_for(tenant, record, None))
+        rows: Iterable[dict[str, Any]] = store.iter_entities(partitions=_record_partitions(tenant, record))
     else:
         rows = store.iter_entities(tenant=tenant)
     count = 0
@@ -116,19 +114,14 @@ def delete(
     doc_id: str | None = None,
 ) -> int:
     """Returns the number of documents deleted."""
-    store = open_store()
-    tenant = tenant.lower()
-    if scope == "tenant":
-        return store.delete_tenant(tenant)
-    if scope == "document":
-        assert extension_point and doc_id
-        ref = RecordRef.record(*record) if record else RecordRef.contact(normalize.email_address(contact or ""))
-        return store.delete_ids(partition_key(tenant, extension_point, ref), [doc_id])
-    if scope == "record":
-        assert record
-        return sum(store.delete_partition(pk) for pk in _partitions_for(tenant, record, None))
-    return sum(
-        store.delete_partition(pk) for pk in _partitions_for(tenant, None, normalize.email_address(contact or ""))
+    return delete_documents(
+        open_store(),
+        tenant=tenant,
+        scope=scope,
+        extension_point=extension_point,
+        record=record,
+        contact=contact,
+        doc_id=doc_id,
     )
 
 
