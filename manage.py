@@ -217,7 +217,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from tools.data import delete
+    from shared.ingest import delete_documents
+    from tools.data import open_store
 
     apply_local_settings()
     record = _record(args)
@@ -247,7 +248,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    deleted = delete(
+    deleted = delete_documents(
+        open_store(),
         tenant=args.tenant,
         scope=scope,
         extension_point=args.extension_point,

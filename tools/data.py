@@ -16,12 +16,12 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from shared.documents import InsightDocument, parse_file
-from shared.ingest import delete_documents, write_documents
+from shared.ingest import write_documents
 from shared.points import all_points
 from shared.settings import get_settings
 from shared.store import InsightsStore, RecordRef, build_table_client, document_of, partition_key
 
-__all__ = ["delete", "export", "load", "open_store", "purge_expired", "stats"]
+__all__ = ["export", "load", "open_store", "purge_expired", "stats"]
 
 
 def open_store() -> InsightsStore:
@@ -102,27 +102,6 @@ def export(
         count += 1
     print(f"exported {count} document(s)", file=err)
     return 0
-
-
-def delete(
-    *,
-    tenant: str,
-    scope: str,
-    extension_point: str | None = None,
-    record: tuple[str, str] | None = None,
-    contact: str | None = None,
-    doc_id: str | None = None,
-) -> int:
-    """Returns the number of documents deleted."""
-    return delete_documents(
-        open_store(),
-        tenant=tenant,
-        scope=scope,
-        extension_point=extension_point,
-        record=record,
-        contact=contact,
-        doc_id=doc_id,
-    )
 
 
 def purge_expired() -> int:
