@@ -73,15 +73,19 @@ def gather(
     """Documents reachable through any of a request's records or contacts, each once (by id),
     record-attached before contact-attached, newest first within each group. Enough are read
     to fill the first `wanted` places exactly."""
+    # One round trip for all of them: record and contact partitions are read concurrently. A
+    # contact partition is needed only when the records give fewer than `wanted` documents, and
+    # then it may repeat up to `wanted - 1` of those before its own, so `2 * wanted - 1` of each
+    # contact partition is always enough.
+    refs = [*records, *contacts]
+    limits = [wanted] * len(records) + [2 * wanted - 1] * len(contacts)
+    parts = ctx.store.read_many(ctx.tenant, point.name, refs, scope, limits) if refs else []
     seen: set[str] = set()
     ranked: list[Candidate] = []
-    for group, refs in ((True, records), (False, contacts)):
-        if not refs or len(ranked) >= wanted:
-            continue
-        # a contact partition may repeat up to len(seen) record-attached documents before its own
-        limit = wanted + len(seen)
-        found = [doc for part in ctx.store.read_many(ctx.tenant, point.name, refs, scope, limit) for doc in part]
-        for doc in sorted(found, key=lambda d: d.sort_key):
+    for group, found in ((True, parts[: len(records)]), (False, parts[len(records) :])):
+        if len(ranked) >= wanted:
+            break
+        for doc in sorted((doc for part in found for doc in part), key=lambda d: d.sort_key):
             if doc.id not in seen:
                 seen.add(doc.id)
                 ranked.append(Candidate(doc, group))

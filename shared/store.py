@@ -272,13 +272,15 @@ class InsightsStore:
         return found[skip : skip + top], len(found) > skip + top
 
     def read_many(
-        self, tenant: str, point: str, refs: Sequence[RecordRef], scope: Scope, limit: int
+        self, tenant: str, point: str, refs: Sequence[RecordRef], scope: Scope, limits: int | Sequence[int]
     ) -> list[list[StoredDocument]]:
-        """The first `limit` visible documents of each partition, read concurrently."""
+        """The first `limits` (one for all, or one per ref) visible documents of each partition,
+        read concurrently."""
         if not refs:
             return []
+        bounds = [limits] * len(refs) if isinstance(limits, int) else list(limits)
 
-        def first(ref: RecordRef) -> list[StoredDocument]:
+        def first(ref: RecordRef, limit: int) -> list[StoredDocument]:
             found = []
             for doc in self.iter_documents(tenant, point, ref, scope, page_size=limit):
                 found.append(doc)
@@ -286,9 +288,10 @@ class InsightsStore:
                     break
             return found
 
-        if len(refs) == 1:
-            return [first(refs[0])]
-        return list(_executor().map(first, refs))
+        # the first partition in this thread, the others alongside it
+        others = [_executor().submit(first, ref, limit) for ref, limit in zip(refs[1:], bounds[1:], strict=True)]
+        head = first(refs[0], bounds[0])
+        return [head, *(future.result() for future in others)]
 
     def ping(self, timeout: float = 1.0) -> None:
         """One cheap round trip with no retry: proves the table answers within `timeout`."""
