@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from shared import normalize
 from shared.documents import InsightDocument
 from shared.points import all_points
-from shared.store import ChunkResult, InsightsStore, RecordRef, partition_key, partition_keys
+from shared.store import ChunkResult, IndexEntry, InsightsStore, RecordRef, partition_key, partition_keys
 
 __all__ = ["WriteSummary", "delete_documents", "partitions_of", "write_documents"]
 
@@ -41,6 +41,7 @@ def partitions_of(documents: Iterable[InsightDocument]) -> dict[str, list[Insigh
 
 
 BULK_WINDOW = 100
+DENSE = 10
 
 
 def write_documents(
@@ -52,8 +53,9 @@ def write_documents(
     """Upsert documents, partition by partition, in key order. Idempotent: running it again with
     the same documents leaves the table as it is, so an interrupted load can simply be run again.
 
-    Neighbouring partitions of one tenant and extension point (a bulk load) learn what they
-    already hold from one range query a window; scattered ones from a query each. Windows hold
+    Neighbouring partitions of one tenant and extension point (a bulk load: DENSE or more of
+    them in a window) learn what they already hold from one range query; scattered ones from a
+    query each. Windows hold
     different partitions, so `workers` of them can be written at once."""
     docs = list(documents)
     summary = WriteSummary(documents=len(docs))
@@ -63,11 +65,17 @@ def write_documents(
     lock = threading.Lock()
 
     def write_window(window: list[str]) -> None:
-        prefix = window[0].split("|")[:2]
-        dense = len(window) >= 10 and window[-1].split("|")[:2] == prefix
-        known = store.existing_between(window[0], window[-1]) if dense else None
+        # neighbours of one tenant and point (DENSE or more in the window): one range query
+        by_prefix: dict[str, list[str]] = defaultdict(list)
         for pk in window:
-            chunks = store.write_partition(pk, groups[pk], known.get(pk, {}) if known is not None else None)
+            by_prefix["|".join(pk.split("|")[:2])].append(pk)
+        known: dict[str, dict[str, IndexEntry]] = {}
+        for members in by_prefix.values():
+            if len(members) >= DENSE:
+                found = store.existing_between(members[0], members[-1])
+                known.update({pk: found.get(pk, {}) for pk in members})
+        for pk in window:
+            chunks = store.write_partition(pk, groups[pk], known.get(pk))
             with lock:
                 summary.transactions += len(chunks)
                 summary.failed += [chunk for chunk in chunks if chunk.error]

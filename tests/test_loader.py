@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Service, doc
+from tests.conftest import TENANT_B, Service, doc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,4 +175,32 @@ def test_a_bulk_reload_that_moves_documents_keeps_one_row_each(
     assert ranges  # the bulk path was taken
     rows = [r for r in table_rows(service) if r["RowKey"].startswith("d|")]
     assert len(rows) == 60
+    assert all(r["DateTime"].startswith("2025-02") for r in rows)
+
+
+def test_a_mixed_bulk_load_takes_the_range_path_per_tenant_and_point(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In one window, a dense tenant/point group is looked up by one range query, a sparse one
+    partition by partition; moves stay atomic in both."""
+    ranges: list[tuple[str, str]] = []
+    real = service.store.existing_between
+
+    def spy(first: str, last: str) -> Any:
+        ranges.append((first, last))
+        return real(first, last)
+
+    monkeypatch.setattr(service.store, "existing_between", spy)
+    dense = [doc(id=f"a{r}", record_id=f"opp-{r:02d}", date_time="2025-01-01T00:00:00Z") for r in range(12)]
+    sparse = [
+        doc(id=f"b{r}", tenant=TENANT_B, record_id=f"opp-{r:02d}", date_time="2025-01-01T00:00:00Z")
+        for r in range(3)
+    ]
+    service.load(dense + sparse)
+    moved = [{**d, "dateTime": "2025-02-01T00:00:00Z"} for d in dense + sparse]
+    ranges.clear()
+    service.load(moved)
+    assert len(ranges) == 1 and TENANT_B not in ranges[0][0] and TENANT_B not in ranges[0][1]
+    rows = [r for r in table_rows(service) if r["RowKey"].startswith("d|")]
+    assert len(rows) == 15
     assert all(r["DateTime"].startswith("2025-02") for r in rows)
