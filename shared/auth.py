@@ -31,11 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shared.config import is_loopback_url
 from shared.errors import InsufficientPermissions, InvalidToken, ServiceUnavailable
-from shared.settings import Settings, is_loopback_url
 
 if TYPE_CHECKING:
     import httpx
+
+    from shared.settings import Settings
 
 # httpx and PyJWT (with cryptography) are imported on first use, not when the Functions host
 # indexes the app: together they are about half of the cold import time.

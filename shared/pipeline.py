@@ -18,12 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from shared.auth import Principal, TokenValidator
+from shared.config import get_settings
 from shared.errors import (
     ApiException,
     InternalServerError,
@@ -35,10 +36,12 @@ from shared.errors import (
 from shared.language import parse_accept_language
 from shared.logs import RequestLogger, clean_header_value
 from shared.models import ApiError, Page
-from shared.settings import Settings, get_settings
 from shared.store import InsightsStore, get_store
 from shared.telemetry import request_span, trace_id_of
 from shared.throttle import TenantThrottle
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 __all__ = ["JSON_MIMETYPE", "Operation", "RequestContext", "get_validator", "operation", "reset_validator"]
 

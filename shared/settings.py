@@ -1,15 +1,12 @@
 """Typed application settings, read from the environment (Function App settings).
 
-Built lazily on first use, never at import time: a missing or malformed setting must not stop the
-Functions host from indexing the app. `get_settings()` raises `ConfigurationError` naming the
-setting instead; the pipeline turns that into a 500 with the detail in the log only.
+Built lazily on first use by `shared.config.get_settings()` (re-exported here), never at import
+time: see `shared.config`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import threading
 from functools import cached_property
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -17,22 +14,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.errors import ConfigurationError
+from shared.config import get_settings, is_loopback_url, reset_settings
 
-__all__ = ["Settings", "get_settings", "is_loopback_url", "reset_settings"]
+__all__ = ["Settings", "describe", "get_settings", "is_loopback_url", "reset_settings"]
 
 CsvList = Annotated[list[str], NoDecode]
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Settings(BaseSettings):
@@ -163,30 +150,7 @@ def _parse_grants(value: str) -> dict[str, frozenset[str]]:
     return grants
 
 
-_lock = threading.Lock()
-_settings: Settings | None = None
-
-
-def get_settings() -> Settings:
-    global _settings
-    if _settings is None:
-        with _lock:
-            if _settings is None:
-                try:
-                    _settings = Settings()
-                except ValidationError as exc:
-                    raise ConfigurationError(_describe(exc)) from None
-    return _settings
-
-
-def reset_settings() -> None:
-    """Forget the cached settings (tests, and the dev host after it changes the environment)."""
-    global _settings
-    with _lock:
-        _settings = None
-
-
-def _describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         name = "_".join(str(p) for p in err["loc"]).upper() or "settings"

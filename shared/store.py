@@ -26,13 +26,15 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from shared.documents import InsightDocument
 from shared.errors import ServiceUnavailable
 from shared.models import format_utc
-from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 __all__ = [
     "SCHEMA_VERSION",
