@@ -26,6 +26,9 @@ bp = func.Blueprint()
 # Writes are batches from partner services, not Copilot calls: they get more time (host.json's
 # functionTimeout is 30 s), and still an answer rather than a hang when storage stalls.
 WRITE_BUDGET_SECONDS = 25.0
+WRITE_WORKERS = 4
+"""Windows of partitions written at once: a batch's partitions are usually scattered, and each
+needs its own key lookup before its transaction."""
 
 
 class UpsertRequest(RequestModel):
@@ -89,7 +92,7 @@ def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertRespo
             valid.append((index, document))
             results.append(ItemResult(index=index, id=document.id, status="written"))
     _check_grants(ctx, {doc.tenantId for _, doc in valid})
-    summary = write_documents(ctx.store, [doc for _, doc in valid])
+    summary = write_documents(ctx.store, [doc for _, doc in valid], workers=WRITE_WORKERS)
     failures = {(chunk.partition, doc_id): chunk.error for chunk in summary.failed for doc_id in chunk.ids}
     if failures:
         for index, doc in valid:

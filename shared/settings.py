@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     ingest_max_documents: int = Field(default=1000, gt=0, le=10_000)
     request_budget_seconds: float = Field(default=4.0, gt=0, le=5.0)
+    # Each storage call: bounded connect and read, then at most this many retries. The request
+    # deadline answers 503 at the budget whatever is still running.
+    storage_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=5.0)
+    storage_read_timeout_seconds: float = Field(default=1.5, gt=0, le=30.0)
+    storage_retries: int = Field(default=1, ge=0, le=3)
     throttle_requests_per_minute: int = Field(default=1200, ge=0)
 
     @field_validator(

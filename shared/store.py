@@ -532,9 +532,9 @@ def build_table_client(settings: Settings) -> Any:
     """A TableClient from a connection string (Azurite, keys) or an account URL with
     DefaultAzureCredential (managed identity in Azure).
 
-    One try and one retry, each bounded (1 s to connect, 1.5 s to read), so a slow or absent store
-    is over within the request budget's reach; the pipeline's deadline answers 503 at the budget
-    whatever is still running."""
+    One try and one retry by default, each bounded (1 s to connect, 1.5 s to read: the
+    STORAGE_* settings), so a slow or absent store is over within the request budget's reach; the
+    pipeline's deadline answers 503 at the budget whatever is still running."""
     from azure.core.pipeline.transport import RequestsTransport
     from azure.data.tables import TableClient
 
@@ -543,12 +543,13 @@ def build_table_client(settings: Settings) -> Any:
     proxied = any(
         os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
     )
+    connect, read = settings.storage_connect_timeout_seconds, settings.storage_read_timeout_seconds
     options: dict[str, Any] = {
-        "connection_timeout": 1,
-        "read_timeout": 1.5,
-        "retry_total": 1,
+        "connection_timeout": connect,
+        "read_timeout": read,
+        "retry_total": settings.storage_retries,
         "retry_backoff_factor": 0.1,
-        "transport": RequestsTransport(use_env_settings=proxied, connection_timeout=1, read_timeout=1.5),
+        "transport": RequestsTransport(use_env_settings=proxied, connection_timeout=connect, read_timeout=read),
     }
     if settings.insights_storage_connection_string:
         return TableClient.from_connection_string(

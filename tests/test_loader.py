@@ -193,8 +193,7 @@ def test_a_mixed_bulk_load_takes_the_range_path_per_tenant_and_point(
     monkeypatch.setattr(service.store, "existing_between", spy)
     dense = [doc(id=f"a{r}", record_id=f"opp-{r:02d}", date_time="2025-01-01T00:00:00Z") for r in range(12)]
     sparse = [
-        doc(id=f"b{r}", tenant=TENANT_B, record_id=f"opp-{r:02d}", date_time="2025-01-01T00:00:00Z")
-        for r in range(3)
+        doc(id=f"b{r}", tenant=TENANT_B, record_id=f"opp-{r:02d}", date_time="2025-01-01T00:00:00Z") for r in range(3)
     ]
     service.load(dense + sparse)
     moved = [{**d, "dateTime": "2025-02-01T00:00:00Z"} for d in dense + sparse]

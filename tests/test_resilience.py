@@ -126,6 +126,18 @@ def test_slow_storage_the_deadline_holds(service: Service, slow_storage: Delayin
     assert 1.4 < elapsed < 2.0
 
 
+def test_storage_timeouts_and_retries_are_settings(service: Service, slow_storage: DelayingProxy) -> None:
+    """STORAGE_READ_TIMEOUT_SECONDS and STORAGE_RETRIES bound each storage call: one short try
+    answers 503 long before the request budget."""
+    service.set(STORAGE_READ_TIMEOUT_SECONDS="0.3", STORAGE_RETRIES="0", INSIGHTS_TABLE_NAME=service.table)
+    started = time.monotonic()
+    response = service.get(HIGHLIGHTS, QUERY)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["errorCode"] == "SERVICE_UNAVAILABLE"
+    assert 0.25 < elapsed < 1.0
+
+
 def test_default_budget_answers_before_copilot_gives_up(service: Service, slow_storage: DelayingProxy) -> None:
     started = time.monotonic()
     response = service.get(HIGHLIGHTS, QUERY)
