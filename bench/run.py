@@ -318,7 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=4, help="loader threads, and the raw floor's")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument(
+        "--markdown", metavar="RESULTS", help="print the README's figures from a results JSON file, and run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     args.records = min(args.records, max(1, args.documents // sum(POINTS_PER_RECORD.values())))
 
     import extensions  # noqa: F401
@@ -490,7 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten to {out}")
-    errors = sum(op[c]["ours"]["errors"] for op in results["operations"].values() for c in ("c1", "c16"))
+    errors = sum(
+        op[c][side]["errors"]
+        for op in results["operations"].values()
+        for c in ("c1", "c16")
+        for side in ("ours", "floor")
+    )
     errors += results["loading"]["ingestion_api_errors"]
     return 1 if errors else 0
 
@@ -654,6 +665,44 @@ def report(results: dict[str, Any]) -> None:
         f"cold import {results['cold_import_ms']} ms; peak memory: dev host {results['dev_host_peak_rss_mb']} MB, bench/loader {results['bench_peak_rss_mb']} MB"
     )
     print(f"machine: {results['machine']}")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README's table and figures for one results file."""
+    m, d = results["machine"], results["data"]
+    lines = [
+        f"Run of {results['when']} on {m['cpus']} cores ({m['processor']}, {m['platform']}, Python {m['python']}): "
+        f"{d['documents']:,} documents over {d['records']:,} records and {d['tenants']} tenants; "
+        f"{results['requests']['c1']} requests per operation at concurrency 1 and {results['requests']['c16']} at 16, "
+        "each side; service settings for the run: "
+        + ", ".join(f"`{k}={v}`" for k, v in results.get("service_settings", {}).items())
+        + ".",
+        "",
+        "| operation | conc | p50 ms (floor) | p95 ms (floor) | p99 ms (floor) | req/s (floor) | p50 ratio | p99 ratio | req/s ratio | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_conc in results["operations"].items():
+        for label, row in by_conc.items():
+            o, f = row["ours"], row["floor"]
+            lines.append(
+                f"| {name} | {label[1:]} | {o['p50_ms']} ({f['p50_ms']}) | {o['p95_ms']} ({f['p95_ms']}) | "
+                f"{o['p99_ms']} ({f['p99_ms']}) | {o['rps']} ({f['rps']}) | {row['p50_ratio']} | {row['p99_ratio']} | "
+                f"{row['rps_ratio']} | {o['errors']} (floor {f['errors']}) |"
+            )
+    loading = results["loading"]
+    lines += [
+        "",
+        f"- Loader (`manage.py load`, {loading['workers']} workers): {loading['loader_documents_per_s']} documents/s "
+        f"({loading['loader_entities_per_s']} entities/s) against raw batch upserts of {loading['raw_documents']:,} "
+        f"of the same documents at {loading['raw_batch_upserts_documents_per_s']} documents/s "
+        f"({loading['raw_batch_upserts_entities_per_s']} entities/s): ratio {loading['ratio']}.",
+        f"- Ingestion API (batches of {loading.get('ingestion_api_batch', 500)} over HTTP): "
+        f"{loading['ingestion_api_documents_per_s']} documents/s, {loading['ingestion_api_errors']} failed batches.",
+        f"- Cold import of `function_app.py`: {results['cold_import_ms']} ms (median of 7 fresh processes).",
+        f"- Peak memory: dev host {results['dev_host_peak_rss_mb']} MB; bench process incl. the loader "
+        f"{results['bench_peak_rss_mb']} MB.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

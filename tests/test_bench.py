@@ -1,0 +1,77 @@
+"""The bench's own parts: its data fits the contract, ours and the floor are measured alike."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from bench.run import POINTS_PER_RECORD, compare, markdown, synthetic
+from shared.documents import validate_document
+
+
+def test_synthetic_data_is_valid_and_covers_every_point() -> None:
+    docs = synthetic(tenants=5, records=20, documents=190)
+    assert len(docs) == 190
+    assert len({(d["tenantId"], d["extensionPoint"], d["id"]) for d in docs}) == 190
+    for data in docs:
+        document, errors = validate_document(data)
+        assert document is not None, errors
+    points = Counter(d["extensionPoint"] for d in docs)
+    assert set(points) == set(POINTS_PER_RECORD)
+    assert len({d["tenantId"] for d in docs}) == 5
+
+
+def test_compare_alternates_and_counts_failures_on_both_sides() -> None:
+    calls: list[str] = []
+
+    def ours(i: int) -> bool:
+        calls.append("ours")
+        if i == 7:
+            raise TimeoutError("a refused or timed-out call is an error, not the end of the run")
+        return True
+
+    def floor(i: int) -> bool:
+        calls.append("floor")
+        return i != 3
+
+    mine, base = compare(ours, floor, count=50, concurrency=1, rounds=5)
+    assert (mine.count, base.count) == (50, 50)
+    assert (mine.errors, base.errors) == (1, 1)  # the warm-up's failures are not counted
+    measured = calls[40:]  # after 20 warm-up pairs
+    runs = [measured[k] for k in range(0, len(measured), 10)]
+    assert runs == ["ours", "floor"] * 5  # five slices of 10, alternating
+
+
+def test_markdown_renders_every_operation_and_the_loading_figures() -> None:
+    row = {"p50_ms": 2.0, "p95_ms": 3.0, "p99_ms": 4.0, "rps": 100.0, "errors": 0, "requests": 10}
+    results = {
+        "when": "2026-11-22T00:00:00Z",
+        "machine": {"cpus": 2, "processor": "x86_64", "platform": "Linux", "python": "3.11.7"},
+        "data": {"documents": 200000, "records": 20000, "tenants": 50},
+        "requests": {"c1": 300, "c16": 600},
+        "service_settings": {"REQUEST_BUDGET_SECONDS": "5"},
+        "operations": {
+            "op-a": {
+                c: {"ours": row, "floor": row, "p50_ratio": 1.0, "p99_ratio": 1.0, "rps_ratio": 1.0}
+                for c in ("c1", "c16")
+            }
+        },
+        "loading": {
+            "workers": 4,
+            "loader_documents_per_s": 150.0,
+            "loader_entities_per_s": 180.0,
+            "raw_documents": 50000,
+            "raw_batch_upserts_documents_per_s": 170.0,
+            "raw_batch_upserts_entities_per_s": 204.0,
+            "ratio": 0.88,
+            "ingestion_api_documents_per_s": 20.0,
+            "ingestion_api_errors": 0,
+            "ingestion_api_batch": 100,
+        },
+        "cold_import_ms": 300.0,
+        "dev_host_peak_rss_mb": 80.0,
+        "bench_peak_rss_mb": 900.0,
+    }
+    text = markdown(results)
+    assert "200,000 documents" in text and "`REQUEST_BUDGET_SECONDS=5`" in text
+    assert "| op-a | 1 |" in text and "| op-a | 16 |" in text
+    assert "ratio 0.88" in text
