@@ -55,8 +55,7 @@ def write_documents(
 
     Neighbouring partitions of one tenant and extension point (a bulk load: DENSE or more of
     them in a window) learn what they already hold from one range query; scattered ones from a
-    query each. Windows hold
-    different partitions, so `workers` of them can be written at once."""
+    query each. Windows hold different partitions, so `workers` of them can be written at once."""
     docs = list(documents)
     summary = WriteSummary(documents=len(docs))
     groups = partitions_of(docs)

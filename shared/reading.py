@@ -79,7 +79,7 @@ def gather(
     # contact partition is always enough.
     refs = [*records, *contacts]
     limits = [wanted] * len(records) + [2 * wanted - 1] * len(contacts)
-    parts = ctx.store.read_many(ctx.tenant, point.name, refs, scope, limits) if refs else []
+    parts = ctx.store.read_many(ctx.tenant, point.name, refs, scope, limits)
     seen: set[str] = set()
     ranked: list[Candidate] = []
     for group, found in ((True, parts[: len(records)]), (False, parts[len(records) :])):

@@ -274,13 +274,11 @@ class InsightsStore:
         return found[skip : skip + top], len(found) > skip + top
 
     def read_many(
-        self, tenant: str, point: str, refs: Sequence[RecordRef], scope: Scope, limits: int | Sequence[int]
+        self, tenant: str, point: str, refs: Sequence[RecordRef], scope: Scope, limits: Sequence[int]
     ) -> list[list[StoredDocument]]:
-        """The first `limits` (one for all, or one per ref) visible documents of each partition,
-        read concurrently."""
+        """The first `limits[i]` visible documents of each partition `refs[i]`, read concurrently."""
         if not refs:
             return []
-        bounds = [limits] * len(refs) if isinstance(limits, int) else list(limits)
 
         def first(ref: RecordRef, limit: int) -> list[StoredDocument]:
             found = []
@@ -291,8 +289,8 @@ class InsightsStore:
             return found
 
         # the first partition in this thread, the others alongside it
-        others = [_executor().submit(first, ref, limit) for ref, limit in zip(refs[1:], bounds[1:], strict=True)]
-        head = first(refs[0], bounds[0])
+        others = [_executor().submit(first, ref, limit) for ref, limit in zip(refs[1:], limits[1:], strict=True)]
+        head = first(refs[0], limits[0])
         return [head, *(future.result() for future in others)]
 
     def ping(self, timeout: float = 1.0) -> None:
