@@ -10,6 +10,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +29,12 @@ from shared.store import InsightsStore, build_table_client, reset_store
 AUDIENCE = "api://c4s-insights-test"
 API_CLIENT_ID = "6d1e8f2a-4b3c-4d5e-9f60-7a8b9c0d1e2f"
 CLIENT_APP = "0f4e2d6c-8b1a-4c3d-9e5f-1a2b3c4d5e6f"
+_REPO = Path(__file__).resolve().parent.parent
+HANDBOOK_CONTRACT = _REPO.parent / "shared" / "contract" / "extension-points.md"
+"""The contract in the team's handbook, beside the repository, when it is there."""
+CONTRACT = HANDBOOK_CONTRACT if HANDBOOK_CONTRACT.exists() else _REPO / "contract" / "extension-points.md"
+"""The contract the tests check against: the handbook's, or the repository's copy of it."""
+
 TENANT_A = "11111111-1111-4111-8111-111111111111"
 TENANT_B = "22222222-2222-4222-8222-222222222222"
 TENANT_OUTSIDE = "99999999-9999-4999-8999-999999999999"

@@ -256,9 +256,10 @@ def test_the_preview_is_not_a_function() -> None:
 
 
 def test_the_previews_contract_copy_matches_the_contract() -> None:
+    from tests.conftest import CONTRACT
     from tools.connector_rules import parse_contract
 
-    operations, email, entity = parse_contract(ROOT.parent / "shared" / "contract" / "extension-points.md")
+    operations, email, entity = parse_contract(CONTRACT)
     copy = json.loads((ROOT / "devhost" / "preview" / "contract.json").read_text())
     assert [op["description"] for op in copy["operations"].values()] == [op.description for op in operations]
     assert [op["inputs"] for op in copy["operations"].values()] == [op.inputs for op in operations]
