@@ -362,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         "THROTTLE_REQUESTS_PER_MINUTE": "0",
         "INGEST_MAX_DOCUMENTS": "1000",
         # Azurite answers every query by scanning the whole table, one query at a time: at full
-        # size a read waits behind the others for seconds at concurrency 16, so the service (and
-        # the floor, built with the same settings) gets Copilot's whole 5 seconds and one
-        # unhurried try instead of the production defaults (4 s budget, 1.5 s read timeout, one retry).
+        # size a read waits behind the others for seconds at concurrency 16, so the service gets
+        # Copilot's whole 5 seconds and one unhurried try instead of the production defaults
+        # (4 s budget, 1.5 s read timeout, one retry). STORAGE_MAX_CONCURRENT_READS keeps its default.
         "REQUEST_BUDGET_SECONDS": "5",
         "STORAGE_CONNECT_TIMEOUT_SECONDS": "0.5",
         "STORAGE_READ_TIMEOUT_SECONDS": "4.4",
@@ -372,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     os.environ.update(env)
     results["service_settings"] = {k: v for k, v in env.items() if k.startswith(("REQUEST_", "STORAGE_", "THROTTLE_"))}
+    from shared.settings import Settings
+
+    results["service_settings"].setdefault(
+        "STORAGE_MAX_CONCURRENT_READS", f"{Settings.model_fields['storage_max_concurrent_reads'].default} (default)"
+    )
     host: subprocess.Popen[bytes] | None = None
     try:
         # -- loading -----------------------------------------------------------------------------
@@ -518,8 +523,10 @@ def run_operations(
     }
     rng = random.Random(3)
     picks = [rng.randrange(args.records) for _ in range(max(args.requests, args.concurrent_requests) + 50)]
-    # the floor's client is configured exactly as the service's (timeouts, retries, transport)
-    floor_table = build_table_client(get_settings())
+    # the floor's client is configured as the service's (connect timeout, retries, transport),
+    # but it has no answer budget to keep: its reads may take as long as the storage takes, so
+    # its tail is the storage's, not cut off at the service's read timeout
+    floor_table = build_table_client(get_settings().model_copy(update={"storage_read_timeout_seconds": 60.0}))
     floor_pool = ThreadPoolExecutor(max_workers=16)
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     top = 10

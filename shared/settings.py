@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     storage_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=5.0)
     storage_read_timeout_seconds: float = Field(default=1.5, gt=0, le=30.0)
     storage_retries: int = Field(default=1, ge=0, le=3)
+    # Storage reads in flight at once from one instance; the rest queue, oldest request first
+    # (0: no limit). See shared.store.ReadGate.
+    storage_max_concurrent_reads: int = Field(default=8, ge=0, le=256)
     throttle_requests_per_minute: int = Field(default=1200, ge=0)
 
     @field_validator(

@@ -19,16 +19,23 @@ to its own; writers only write the current one.
 
 from __future__ import annotations
 
+import contextvars
+import heapq
+import itertools
 import json
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from shared.deadline import current_deadline
 from shared.documents import InsightDocument
 from shared.errors import ServiceUnavailable
 from shared.models import format_utc
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA_VERSION",
     "InsightsStore",
+    "ReadGate",
     "RecordRef",
     "StoredDocument",
     "get_store",
@@ -209,9 +217,82 @@ class Scope:
     now: datetime | None = None
 
 
+@dataclass(order=True)
+class _Waiter:
+    deadline: float
+    seq: int
+    granted: threading.Event = field(compare=False, default_factory=threading.Event)
+
+
+class ReadGate:
+    """At most `limit` storage reads in flight from this process (0: no limit); the others wait,
+    earliest request deadline first (arrival order among equals).
+
+    A saturated store serves concurrent requests unevenly: some wait many times the average while
+    others pass, and those miss the answer budget. Queued here instead, every request waits about
+    the average, the oldest goes next, and one whose deadline passes while it waits gives up
+    without ever reaching the store (503, as if the store were slow)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._busy = 0
+        self._waiting: list[_Waiter] = []
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.limit <= 0:
+            yield
+            return
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    @property
+    def in_flight(self) -> int:
+        return self._busy
+
+    def _acquire(self) -> None:
+        at = current_deadline()
+        with self._lock:
+            if self._busy < self.limit and not self._waiting:
+                self._busy += 1
+                return
+            waiter = _Waiter(math.inf if at is None else at, next(self._seq))
+            heapq.heappush(self._waiting, waiter)
+        timeout = None if at is None else max(0.0, at - time.perf_counter())
+        if waiter.granted.wait(timeout):
+            return
+        with self._lock:
+            if waiter.granted.is_set():
+                self._hand_over()  # granted as the wait ran out: pass the slot on, unused
+            else:
+                self._waiting.remove(waiter)
+                heapq.heapify(self._waiting)
+        raise ServiceUnavailable(
+            "The service could not answer in time; retry shortly.",
+            retry_after=2,
+            log_detail="the request budget ran out waiting for a storage read slot (STORAGE_MAX_CONCURRENT_READS)",
+        )
+
+    def _release(self) -> None:
+        with self._lock:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._waiting:
+            heapq.heappop(self._waiting).granted.set()  # the slot changes hands; _busy stays
+        else:
+            self._busy -= 1
+
+
 class InsightsStore:
-    def __init__(self, table_client: Any) -> None:
+    def __init__(self, table_client: Any, max_concurrent_reads: int = 0) -> None:
         self._table = table_client
+        self.gate = ReadGate(max_concurrent_reads)
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -243,16 +324,23 @@ class InsightsStore:
             clauses.append("( Crm eq '' or Crm eq @crm )")
             params["crm"] = scope.crm
         query = " and ".join(clauses)
-        try:
-            for entity in self._table.query_entities(
-                query,
-                parameters=params,
-                results_per_page=max(1, min(page_size, 1000)),
-                select=["PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"],
-            ):
+        pages = self._table.query_entities(
+            query,
+            parameters=params,
+            results_per_page=max(1, min(page_size, 1000)),
+            select=["PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"],
+        ).by_page()
+        while True:
+            # one round trip per page, each inside a read slot
+            with self.gate.slot():
+                try:
+                    entities = list(next(pages))
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    raise _unavailable(exc) from exc
+            for entity in entities:
                 yield StoredDocument.from_entity(entity)
-        except Exception as exc:
-            raise _unavailable(exc) from exc
 
     def read_page(
         self,
@@ -288,8 +376,12 @@ class InsightsStore:
                     break
             return found
 
-        # the first partition in this thread, the others alongside it
-        others = [_executor().submit(first, ref, limit) for ref, limit in zip(refs[1:], limits[1:], strict=True)]
+        # the first partition in this thread, the others alongside it (with this request's
+        # context: its deadline orders their turn at the read gate)
+        others = [
+            _executor().submit(contextvars.copy_context().run, first, ref, limit)
+            for ref, limit in zip(refs[1:], limits[1:], strict=True)
+        ]
         head = first(refs[0], limits[0])
         return [head, *(future.result() for future in others)]
 
@@ -569,7 +661,7 @@ def get_store(settings: Settings) -> InsightsStore:
     if _store is None:
         with _lock:
             if _store is None:
-                _store = InsightsStore(build_table_client(settings))
+                _store = InsightsStore(build_table_client(settings), settings.storage_max_concurrent_reads)
     return _store
 
 

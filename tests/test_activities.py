@@ -73,17 +73,14 @@ def test_paging_inside_a_window(days: Service) -> None:
 
 
 def test_activities_outside_the_window_are_not_read(days: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert days.get(PATH, BASE).status_code == 200  # creates the process-wide store
-    table = shared.store._store._table  # type: ignore[union-attr]
-    real = table.query_entities
+    real = shared.store.StoredDocument.from_entity
     read: list[str] = []
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        for entity in real(*args, **kwargs):
-            read.append(entity["Id"])
-            yield entity
+    def counting(entity: dict[str, Any]) -> shared.store.StoredDocument:
+        read.append(entity["Id"])
+        return real(entity)
 
-    monkeypatch.setattr(table, "query_entities", counting)
+    monkeypatch.setattr(shared.store.StoredDocument, "from_entity", counting)
     window = {"startDateTime": "2025-03-04T00:00:00Z", "endDateTime": "2025-03-06T00:00:00Z"}
     assert titles(days.get(PATH, {**BASE, **window}).json()) == ["a5", "a4"]
     assert sorted(read) == ["a4", "a5"]

@@ -69,6 +69,10 @@ class DelayingProxy:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.closed = threading.Event()
+        self._count = threading.Lock()
+        self.holding = 0
+        self.peak = 0
+        """The most client chunks (requests) held at the same time."""
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -85,7 +89,12 @@ class DelayingProxy:
         try:
             while data := source.recv(65536):
                 if delay:
+                    with self._count:
+                        self.holding += 1
+                        self.peak = max(self.peak, self.holding)
                     time.sleep(delay)
+                    with self._count:
+                        self.holding -= 1
                 sink.sendall(data)
         except OSError:
             pass
@@ -136,6 +145,32 @@ def test_storage_timeouts_and_retries_are_settings(service: Service, slow_storag
     assert response.status_code == 503
     assert response.json()["errorCode"] == "SERVICE_UNAVAILABLE"
     assert 0.25 < elapsed < 1.0
+
+
+@pytest.mark.parametrize(("limit", "peak"), [("1", 1), ("0", 4)])
+def test_storage_reads_in_flight_are_bounded(service: Service, azurite: Azurite, limit: str, peak: int) -> None:
+    """STORAGE_MAX_CONCURRENT_READS: concurrent requests queue for storage instead of all
+    reaching it at once (0: no bound). Every request still gets its answer."""
+    service.load([doc(id="gated")])
+    proxy = DelayingProxy(azurite.port, delay=0.3)
+    try:
+        _use_storage(service, azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/"))
+        service.set(STORAGE_MAX_CONCURRENT_READS=limit, STORAGE_READ_TIMEOUT_SECONDS="3")
+        shared.store.reset_store()
+        token = service.token()
+
+        def one(_: int) -> httpx.Response:
+            with httpx.Client(base_url=service.url, timeout=10) as client:
+                return client.get(HIGHLIGHTS, params=QUERY, headers={"Authorization": f"Bearer {token}"})
+
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(one, range(4)))
+        assert [r.status_code for r in responses] == [200] * 4
+        assert all(r.json()["value"][0]["description"] == "Insight gated" for r in responses)
+        assert proxy.peak == peak
+    finally:
+        proxy.close()
+        shared.store.reset_store()
 
 
 def test_default_budget_answers_before_copilot_gives_up(service: Service, slow_storage: DelayingProxy) -> None:
@@ -369,5 +404,5 @@ def test_telemetry_exports_the_request_span_under_the_callers_trace() -> None:
         True,
         "4bf92f3577b34da6a3ce929d0e0e4736",
         True,
-    )
+    ), (report, result.stderr[-2000:])
     assert report["paths"] == ["/v2.1/track"]
