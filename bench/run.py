@@ -15,6 +15,7 @@ answer stays on loopback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -390,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             from tools.data import load
 
             started = time.perf_counter()
-            with open(os.devnull, "w") as quiet:
-                assert load(path, workers=args.workers, out=quiet, err=quiet) == 0
+            report = io.StringIO()
+            if load(path, workers=args.workers, out=report, err=report) != 0:
+                print(report.getvalue()[-4000:], file=sys.stderr)
+                raise SystemExit("bench: the loader failed (its report is above)")
             loader_seconds = time.perf_counter() - started
         loader_rate = len(docs) / loader_seconds
         print(f"loader: {len(docs)} documents in {loader_seconds:.1f}s = {loader_rate:.0f} documents/s", flush=True)
@@ -400,9 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         from shared.ingest import partitions_of
         from shared.settings import get_settings
         from shared.store import InsightsStore, build_table_client
+        from tools.data import batch_settings
 
         # configured exactly as the loader's client (timeouts, retries, transport)
-        raw = build_table_client(get_settings().model_copy(update={"insights_table_name": "rawfloor"}))
+        raw = build_table_client(batch_settings(get_settings()).model_copy(update={"insights_table_name": "rawfloor"}))
         raw.create_table()
 
         # The same documents' entities (a document attached to a record and a contact is two),

@@ -247,3 +247,15 @@ def test_an_interrupted_load_run_again_ends_in_the_same_state(service: Service, 
     assert cli("load", str(partial)).returncode == 0  # the run that was interrupted
     assert cli("load", str(SAMPLE)).returncode == 0  # run again
     assert rows(service) == complete
+
+
+def test_commands_get_batch_sized_storage_timeouts() -> None:
+    """The data commands are not bound by a request's budget: a 100-row transaction against a
+    large table may take longer than STORAGE_READ_TIMEOUT_SECONDS allows an answer's read."""
+    from shared.settings import Settings
+    from tools.data import batch_settings
+
+    production = batch_settings(Settings())
+    assert (production.storage_read_timeout_seconds, production.storage_retries) == (30.0, 3)
+    generous = Settings().model_copy(update={"storage_read_timeout_seconds": 45.0})
+    assert batch_settings(generous).storage_read_timeout_seconds == 45.0  # never shortened

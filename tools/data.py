@@ -18,16 +18,32 @@ from tqdm import tqdm
 from shared.documents import InsightDocument, parse_file
 from shared.ingest import write_documents
 from shared.points import all_points
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.store import InsightsStore, RecordRef, build_table_client, document_of, partition_key
 
-__all__ = ["export", "load", "open_store", "purge_expired", "stats"]
+__all__ = ["batch_settings", "export", "load", "open_store", "purge_expired", "stats"]
+
+# A command is batch work, not an answer Copilot waits for: a transaction of 100 rows, or a
+# page of a large table, may take longer than a request's storage call is allowed to.
+BATCH_READ_TIMEOUT_SECONDS = 30.0
+BATCH_RETRIES = 3
+
+
+def batch_settings(settings: Settings) -> Settings:
+    """The settings with storage timeouts and retries sized for batch work (never smaller than
+    the configured ones)."""
+    return settings.model_copy(
+        update={
+            "storage_read_timeout_seconds": max(settings.storage_read_timeout_seconds, BATCH_READ_TIMEOUT_SECONDS),
+            "storage_retries": max(settings.storage_retries, BATCH_RETRIES),
+        }
+    )
 
 
 def open_store() -> InsightsStore:
     import extensions  # noqa: F401 - registers the extension points documents name
 
-    store = InsightsStore(build_table_client(get_settings()))
+    store = InsightsStore(build_table_client(batch_settings(get_settings())))
     store.ensure_table()
     return store
 
