@@ -391,9 +391,9 @@ def main(argv: list[str] | None = None) -> int:
             from tools.data import load
 
             started = time.perf_counter()
-            report = io.StringIO()
-            if load(path, workers=args.workers, out=report, err=report) != 0:
-                print(report.getvalue()[-4000:], file=sys.stderr)
+            load_report = io.StringIO()
+            if load(path, workers=args.workers, out=load_report, err=load_report) != 0:
+                print(load_report.getvalue()[-4000:], file=sys.stderr)
                 raise SystemExit("bench: the loader failed (its report is above)")
             loader_seconds = time.perf_counter() - started
         loader_rate = len(docs) / loader_seconds
