@@ -255,7 +255,15 @@ def test_commands_get_batch_sized_storage_timeouts() -> None:
     from shared.settings import Settings
     from tools.data import batch_settings
 
-    production = batch_settings(Settings())
-    assert (production.storage_read_timeout_seconds, production.storage_retries) == (30.0, 3)
-    generous = Settings().model_copy(update={"storage_read_timeout_seconds": 45.0})
+    request_path = Settings(
+        insights_storage_connection_string="UseDevelopmentStorage=true",
+        auth_audiences=["api://insights"],
+        auth_allowed_tenants=["*"],
+        storage_read_timeout_seconds=1.5,
+        storage_retries=1,
+    )
+    batch = batch_settings(request_path)
+    assert (batch.storage_read_timeout_seconds, batch.storage_retries) == (30.0, 3)
+    assert request_path.storage_read_timeout_seconds == 1.5  # the service's own settings are untouched
+    generous = request_path.model_copy(update={"storage_read_timeout_seconds": 45.0})
     assert batch_settings(generous).storage_read_timeout_seconds == 45.0  # never shortened
