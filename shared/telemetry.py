@@ -46,6 +46,12 @@ def _configure() -> bool:
     # distro's default list also probes the Azure VM metadata endpoint over the network, which
     # would hold up the first request where there is no such endpoint.
     os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "azure_app_service")
+    # The distro's default sampler keeps at most 5 traces a second and, in a fresh process, may
+    # drop the first ones whatever the caller decided. A request Copilot traces (traceparent with
+    # the sampled flag) must be found in Application Insights, and one it does not trace is not
+    # recorded: the parent decides, and a request without a traceparent is recorded. Operators
+    # who want the rate limit back set OTEL_TRACES_SAMPLER=microsoft.rate_limited.
+    os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
     try:
         from azure.monitor.opentelemetry import configure_azure_monitor
 

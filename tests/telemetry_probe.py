@@ -41,40 +41,69 @@ os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"] = (
     f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:{server.server_address[1]}/"
 )
 os.environ["APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"] = "true"
+os.environ["APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED"] = "true"  # the SDK's own settings fetch leaves the machine
 sys.path.insert(0, sys.argv[1])
-from shared import telemetry
-
-with telemetry.request_span(
-    "scp-get-sales-highlights",
-    {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
-    {"c4s.request_id": "r-1"},
-) as span:
-    trace_id = format(span.get_span_context().trace_id, "032x")
-from opentelemetry import trace
-
-trace.get_tracer_provider().force_flush()
 import gzip
+import logging
 import time
 
+from shared import telemetry
 
-def exported_bodies() -> list[bytes]:
-    return [gzip.decompress(b) if b[:2] == b"\x1f\x8b" else b for _, b in list(received)]
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+UNSAMPLED_TRACE = "0af7651916cd43dd8448eb211c80319c"
+spans = {}
+for name, headers in (
+    ("traced-by-caller", {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}),
+    ("not-traced-by-caller", {"traceparent": f"00-{UNSAMPLED_TRACE}-b7ad6b7169203331-00"}),
+    ("no-traceparent", {}),
+):
+    with telemetry.request_span(name, headers, {"c4s.request_id": name}) as span:
+        spans[name] = format(span.get_span_context().trace_id, "032x")
+        logging.getLogger("c4s.app").warning("summary line of %s", name)
+
+from opentelemetry import _logs, trace
+
+trace.get_tracer_provider().force_flush()
+_logs.get_logger_provider().force_flush()
 
 
-def has_span() -> bool:
-    return any(b"4bf92f3577b34da6a3ce929d0e0e4736" in b and b"scp-get-sales-highlights" in b for b in exported_bodies())
+def envelopes() -> list[dict]:
+    out = []
+    for _, body in list(received):
+        body = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+        text = body.decode("utf-8")
+        items = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines()]
+        out.extend(items)
+    return out
 
 
-for _ in range(100):  # the exporter sends from its own thread
-    if has_span():
+def requests() -> dict[str, dict]:
+    return {
+        e["data"]["baseData"]["name"]: {
+            "operation_id": e["tags"].get("ai.operation.id"),
+            "parent_id": e["tags"].get("ai.operation.parentId"),
+        }
+        for e in envelopes()
+        if e["name"].endswith(".Request")
+    }
+
+
+def messages() -> list[str]:
+    return sorted(e["data"]["baseData"]["message"] for e in envelopes() if e["name"].endswith(".Message"))
+
+
+deadline = time.monotonic() + 60  # the exporter sends from its own threads
+while time.monotonic() < deadline:
+    if {"traced-by-caller", "no-traceparent"} <= requests().keys() and len(messages()) >= 3:
         break
     time.sleep(0.1)
 print(
     json.dumps(
         {
             "enabled": telemetry.enabled(),
-            "trace_id": trace_id,
-            "exported": has_span(),
+            "trace_ids": spans,
+            "requests": requests(),
+            "messages": messages(),
             "paths": sorted({p for p, _ in received}),
         }
     )
