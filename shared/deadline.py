@@ -8,11 +8,15 @@ clock) and clears it when the request ends; work it hands to other threads carri
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import ParamSpec, TypeVar
 
-__all__ = ["current_deadline", "remaining", "request_deadline"]
+__all__ = ["call_by", "current_deadline", "remaining", "request_deadline"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
 
@@ -25,6 +29,12 @@ def request_deadline(at: float) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+def call_by(at: float, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """`fn(*args, **kwargs)` under the deadline `at`: what a pool thread runs for a request."""
+    with request_deadline(at):
+        return fn(*args, **kwargs)
 
 
 def current_deadline() -> float | None:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.auth import Principal, TokenValidator
 from shared.config import get_settings
-from shared.deadline import request_deadline
+from shared.deadline import call_by
 from shared.errors import (
     ApiException,
     InternalServerError,
@@ -191,7 +191,7 @@ def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.
             budget = spec.budget_seconds or settings.request_budget_seconds
             remaining = budget - (time.perf_counter() - started)
             future = _handler_pool().submit(
-                _handle, spec, handler, req, request_id, log, started, started + budget, settings, outcome
+                call_by, started + budget, _handle, spec, handler, req, request_id, log, started, settings, outcome
             )
             try:
                 response = future.result(timeout=max(0.0, remaining))
@@ -232,25 +232,10 @@ def _handle(
     request_id: str,
     log: RequestLogger,
     started: float,
-    deadline: float,
     settings: Settings,
     outcome: _Outcome,
 ) -> func.HttpResponse:
     """Token, throttle, inputs, handler: every failure becomes an ApiError response."""
-    with request_deadline(deadline):
-        return _handle_in_time(spec, handler, req, request_id, log, started, settings, outcome)
-
-
-def _handle_in_time(
-    spec: Operation[Any],
-    handler: Handler,
-    req: func.HttpRequest,
-    request_id: str,
-    log: RequestLogger,
-    started: float,
-    settings: Settings,
-    outcome: _Outcome,
-) -> func.HttpResponse:
     try:
         principal = get_validator(settings).validate(req.headers.get("Authorization"), role=spec.role)
         outcome.tenant, outcome.version = principal.tenant_id, principal.version

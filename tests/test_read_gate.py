@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -19,6 +20,26 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition not reached"
         time.sleep(0.005)
+
+
+@contextmanager
+def _held(gate: ReadGate) -> Iterator[None]:
+    """Another thread holds the gate's only slot until the block ends."""
+    held, let_go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with gate.slot():
+            held.set()
+            let_go.wait()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait()
+    try:
+        yield
+    finally:
+        let_go.set()
+        t.join()
 
 
 def test_no_more_than_the_limit_in_flight() -> None:
@@ -48,13 +69,6 @@ def test_no_more_than_the_limit_in_flight() -> None:
 def test_waiters_go_earliest_deadline_first_and_those_without_one_last() -> None:
     gate = ReadGate(1)
     order: list[str] = []
-    held = threading.Event()
-    let_go = threading.Event()
-
-    def holder() -> None:
-        with gate.slot():
-            held.set()
-            let_go.wait()
 
     def waiter(name: str, seconds_left: float | None) -> None:
         def go() -> None:
@@ -67,19 +81,16 @@ def test_waiters_go_earliest_deadline_first_and_those_without_one_last() -> None
             with request_deadline(time.perf_counter() + seconds_left):
                 go()
 
-    first = threading.Thread(target=holder)
-    first.start()
-    held.wait()
-    # queued in this order, with these deadlines
-    queued = [("none", None), ("late", 30.0), ("soon", 10.0), ("middle", 20.0), ("soonest", 5.0)]
     threads = []
-    for n, (name, left) in enumerate(queued, start=1):
-        t = threading.Thread(target=waiter, args=(name, left))
-        t.start()
-        threads.append(t)
-        _wait_until(lambda n=n: len(gate._waiting) == n)  # type: ignore[misc]
-    let_go.set()
-    for t in [first, *threads]:
+    with _held(gate):
+        # queued in this order, with these deadlines
+        queued = [("none", None), ("late", 30.0), ("soon", 10.0), ("middle", 20.0), ("soonest", 5.0)]
+        for n, (name, left) in enumerate(queued, start=1):
+            t = threading.Thread(target=waiter, args=(name, left))
+            t.start()
+            threads.append(t)
+            _wait_until(lambda n=n: len(gate._waiting) == n)  # type: ignore[misc]
+    for t in threads:
         t.join()
     assert order == ["soonest", "soon", "middle", "late", "none"]
     assert gate.in_flight == 0
@@ -87,26 +98,14 @@ def test_waiters_go_earliest_deadline_first_and_those_without_one_last() -> None
 
 def test_a_wait_ends_with_the_deadline_and_leaks_no_slot() -> None:
     gate = ReadGate(1)
-    held = threading.Event()
-    let_go = threading.Event()
-
-    def holder() -> None:
-        with gate.slot():
-            held.set()
-            let_go.wait()
-
-    t = threading.Thread(target=holder)
-    t.start()
-    held.wait()
-    started = time.perf_counter()
-    with request_deadline(started + 0.2), pytest.raises(ServiceUnavailable) as caught:
-        with gate.slot():
-            pytest.fail("entered a full gate")
-    assert 0.15 < time.perf_counter() - started < 2.0
-    assert caught.value.headers() == {"Retry-After": "2"}
-    assert gate._waiting == []
-    let_go.set()
-    t.join()
+    with _held(gate):
+        started = time.perf_counter()
+        with request_deadline(started + 0.2), pytest.raises(ServiceUnavailable) as caught:
+            with gate.slot():
+                pytest.fail("entered a full gate")
+        assert 0.15 < time.perf_counter() - started < 2.0
+        assert caught.value.headers() == {"Retry-After": "2"}
+        assert gate._waiting == []
     assert gate.in_flight == 0
     with gate.slot():  # the slot came back: a new read enters at once
         assert gate.in_flight == 1
