@@ -518,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_operations(
     args: argparse.Namespace, base: str, authority: LocalAuthority, tenants: list[str], connection: str
 ) -> dict[str, Any]:
+    from shared.normalize import email_address
     from shared.settings import get_settings
     from shared.store import RecordRef, build_table_client, partition_key
 
@@ -603,7 +604,7 @@ def run_operations(
             tenant, record, contact, _ = target(i)
             email = body(record, contact)["resourceData"]
             addresses = dict.fromkeys(
-                a.strip().lower() for a in [email["from"], *email.get("to", []), *email.get("cc", [])]
+                email_address(a) for a in [email["from"], *email.get("to", []), *email.get("cc", [])]
             )
             return floor_read(
                 [

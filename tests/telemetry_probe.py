@@ -71,9 +71,7 @@ def envelopes() -> list[dict]:
     out = []
     for _, body in list(received):
         body = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
-        text = body.decode("utf-8")
-        items = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines()]
-        out.extend(items)
+        out.extend(json.loads(body))  # the exporter posts one JSON array of envelopes
     return out
 
 
