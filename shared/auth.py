@@ -22,7 +22,6 @@ role is `InsufficientPermissions` (403). Why a token failed goes to the log, not
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import threading
 import time
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.config import is_loopback_url
 from shared.errors import InsufficientPermissions, InvalidToken, ServiceUnavailable
+from shared.logs import get_logger
 
 if TYPE_CHECKING:
     import httpx
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["KeySetCache", "MetadataCache", "Principal", "TokenValidator"]
 
-log = logging.getLogger("c4s.auth")
+log = get_logger("c4s.auth")
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ALGORITHM = "RS256"

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from shared import normalize
+from shared.context import submit
 from shared.documents import InsightDocument
 from shared.points import all_points
 from shared.store import ChunkResult, IndexEntry, InsightsStore, RecordRef, partition_key, partition_keys
@@ -87,7 +88,8 @@ def write_documents(
             write_window(window)
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load") as pool:
-            list(pool.map(write_window, windows))
+            for future in [submit(pool, write_window, window) for window in windows]:
+                future.result()
     return summary
 
 

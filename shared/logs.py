@@ -1,17 +1,25 @@
 """Request-scoped logging. Application Insights drops `extra=` fields, so the request id goes in
-the message text itself: every line of a request starts with `[<x-ms-client-request-id>]`."""
+the message text itself: every line logged during a request starts with
+`[<x-ms-client-request-id>]`, whichever module logs it.
+
+The request id lives in a context variable that the pipeline sets for the request; work handed to
+another thread takes it along (`shared.context.submit`), together with the runtime's invocation
+id, so the Functions worker ties those lines to the invocation too.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["RequestLogger", "clean_header_value", "logger"]
+__all__ = ["RequestLogger", "clean_header_value", "current_request_id", "get_logger", "logger", "request_scope"]
 
-logger = logging.getLogger("c4s")
 _UNSAFE = re.compile(r"[^\x21-\x7e ]")
+_request_id: ContextVar[str | None] = ContextVar("c4s_request_id", default=None)
 
 
 def clean_header_value(value: str | None, limit: int = 128) -> str:
@@ -21,10 +29,30 @@ def clean_header_value(value: str | None, limit: int = 128) -> str:
     return _UNSAFE.sub("", value)[:limit].strip()
 
 
+@contextmanager
+def request_scope(request_id: str) -> Iterator[None]:
+    """Within this block (and whatever it hands on with its context), lines carry `request_id`."""
+    token = _request_id.set(request_id)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
 class RequestLogger(logging.LoggerAdapter[logging.Logger]):
-    def __init__(self, request_id: str, base: logging.Logger = logger) -> None:
-        super().__init__(base, {"request_id": request_id})
-        self.request_id = request_id
+    """A logger whose lines start with the current request's id, when there is one."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        return f"[{self.request_id}] {msg}", kwargs
+        request_id = _request_id.get()
+        return (f"[{request_id}] {msg}" if request_id else msg), kwargs
+
+
+def get_logger(name: str) -> RequestLogger:
+    return RequestLogger(logging.getLogger(name))
+
+
+logger = get_logger("c4s")

@@ -18,13 +18,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from shared.auth import Principal, TokenValidator
 from shared.config import get_settings
+from shared.context import submit
 from shared.deadline import call_by
 from shared.errors import (
     ApiException,
@@ -35,7 +36,7 @@ from shared.errors import (
     ServiceUnavailable,
 )
 from shared.language import parse_accept_language
-from shared.logs import RequestLogger, clean_header_value
+from shared.logs import RequestLogger, clean_header_value, logger, request_scope
 from shared.models import ApiError, Page
 from shared.store import InsightsStore, get_store
 from shared.telemetry import request_span, trace_id_of
@@ -48,8 +49,6 @@ __all__ = ["JSON_MIMETYPE", "Operation", "RequestContext", "get_validator", "ope
 
 JSON_MIMETYPE = "application/json"
 REQUEST_ID_HEADER = "x-ms-client-request-id"
-
-InputT = TypeVar("InputT", bound=BaseModel)
 
 
 @dataclass
@@ -77,7 +76,7 @@ class RequestContext:
 
 
 @dataclass(frozen=True)
-class Operation(Generic[InputT]):
+class Operation[InputT: BaseModel]:
     """What the connector generator needs to know about one operation, beyond its trigger."""
 
     operation_id: str
@@ -178,7 +177,13 @@ class _Outcome:
 def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     request_id = clean_header_value(req.headers.get(REQUEST_ID_HEADER)) or str(uuid.uuid4())
-    log = RequestLogger(request_id)
+    with request_scope(request_id):
+        return _run_scoped(spec, handler, req, request_id, started)
+
+
+def _run_scoped(
+    spec: Operation[Any], handler: Handler, req: func.HttpRequest, request_id: str, started: float
+) -> func.HttpResponse:
     user_agent = clean_header_value(req.headers.get("x-ms-user-agent") or req.headers.get("user-agent"))
     trace_id = trace_id_of(req.headers.get("traceparent"))
     outcome = _Outcome()
@@ -190,8 +195,18 @@ def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.
             # own timeouts, so the work left behind ends soon after.
             budget = spec.budget_seconds or settings.request_budget_seconds
             remaining = budget - (time.perf_counter() - started)
-            future = _handler_pool().submit(
-                call_by, started + budget, _handle, spec, handler, req, request_id, log, started, settings, outcome
+            future = submit(
+                _handler_pool(),
+                call_by,
+                started + budget,
+                _handle,
+                spec,
+                handler,
+                req,
+                request_id,
+                started,
+                settings,
+                outcome,
             )
             try:
                 response = future.result(timeout=max(0.0, remaining))
@@ -202,15 +217,15 @@ def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.
                     log_detail=f"request budget of {budget:.1f}s exceeded",
                 ) from None
         except ApiException as exc:
-            response = _error_response(exc, request_id, log)
+            response = _error_response(exc, request_id)
         except Exception:
-            log.exception("unhandled error in %s", spec.operation_id)
-            response = _error_response(InternalServerError(), request_id, log)
+            logger.exception("unhandled error in %s", spec.operation_id)
+            response = _error_response(InternalServerError(), request_id)
         if span is not None:
             span.set_attribute("http.response.status_code", response.status_code)
             span.set_attribute("c4s.tenant", outcome.tenant)
     duration_ms = (time.perf_counter() - started) * 1000
-    log.info(
+    logger.info(
         "request_id=%s operation=%s tenant=%s status=%d items=%d duration_ms=%.1f user_agent=%s token_version=%s%s",
         request_id,
         spec.operation_id,
@@ -230,7 +245,6 @@ def _handle(
     handler: Handler,
     req: func.HttpRequest,
     request_id: str,
-    log: RequestLogger,
     started: float,
     settings: Settings,
     outcome: _Outcome,
@@ -248,7 +262,7 @@ def _handle(
             request_id=request_id,
             principal=principal,
             settings=settings,
-            log=log,
+            log=logger,
             languages=parse_accept_language(req.headers.get("Accept-Language")),
             headers={k.lower(): v for k, v in req.headers.items()},
             started=started,
@@ -268,10 +282,10 @@ def _handle(
             charset="utf-8",
         )
     except ApiException as exc:
-        return _error_response(exc, request_id, log)
+        return _error_response(exc, request_id)
     except Exception:
-        log.exception("unhandled error in %s", spec.operation_id)
-        return _error_response(InternalServerError(), request_id, log)
+        logger.exception("unhandled error in %s", spec.operation_id)
+        return _error_response(InternalServerError(), request_id)
 
 
 _pool_lock = threading.Lock()
@@ -334,11 +348,11 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
         raise InvalidRequest(name, problem[0].lower() + problem[1:] if problem else "is not valid") from None
 
 
-def _error_response(exc: ApiException, request_id: str, log: RequestLogger) -> func.HttpResponse:
+def _error_response(exc: ApiException, request_id: str) -> func.HttpResponse:
     if exc.status >= 500:
-        log.error("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
+        logger.error("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
     else:
-        log.warning("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
+        logger.warning("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
     body = ApiError(errorCode=exc.error_code, errorMessage=exc.message, activityId=request_id, details=exc.details)
     return func.HttpResponse(
         body.model_dump_json(),

@@ -19,7 +19,6 @@ to its own; writers only write the current one.
 
 from __future__ import annotations
 
-import contextvars
 import heapq
 import itertools
 import json
@@ -35,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from shared.context import submit
 from shared.deadline import current_deadline
 from shared.documents import InsightDocument
 from shared.errors import ServiceUnavailable
@@ -377,11 +377,8 @@ class InsightsStore:
             return found
 
         # the first partition in this thread, the others alongside it (with this request's
-        # context: its deadline orders their turn at the read gate)
-        others = [
-            _executor().submit(contextvars.copy_context().run, first, ref, limit)
-            for ref, limit in zip(refs[1:], limits[1:], strict=True)
-        ]
+        # context: its deadline orders their turn at the read gate, its lines stay its own)
+        others = [submit(_executor(), first, ref, limit) for ref, limit in zip(refs[1:], limits[1:], strict=True)]
         head = first(refs[0], limits[0])
         return [head, *(future.result() for future in others)]
 
