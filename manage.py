@@ -16,9 +16,9 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ VENV_PYTHON = VENV / "bin" / "python"
 LOCAL = ROOT / ".local"
 SAMPLE_DATA = ROOT / "sample_data" / "insights.jsonl"
 IDENTITY_KEY = LOCAL / "identity" / "signing-key.pem"
+PYTHON = (3, 13)
+"""The Python the app runs on in Azure (Flex Consumption), and so the one .venv is built with."""
 
 
 # ---- bootstrap (standard library only) -----------------------------------------------------------
@@ -44,11 +46,56 @@ def _stamp_current(stamp: Path, digest: str) -> bool:
     return stamp.exists() and stamp.read_text() == digest
 
 
+def _version_of(python: str) -> tuple[int, ...] | None:
+    """The (major, minor) of an interpreter that answers; None for one that does not (a pyenv
+    shim of a version that is not selected fails here)."""
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, timeout=30
+        )
+    except OSError:
+        return None
+    return tuple(int(p) for p in out.stdout.split()) if out.returncode == 0 else None
+
+
+def find_python() -> str | None:
+    """A Python 3.13 to build .venv with: `python3.13` on PATH, else a pyenv install of 3.13."""
+    candidates = [shutil.which(f"python{PYTHON[0]}.{PYTHON[1]}")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    installs = sorted(
+        pyenv_root.glob(f"versions/{PYTHON[0]}.{PYTHON[1]}.*/bin/python{PYTHON[0]}.{PYTHON[1]}"),
+        key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.parent.name.split(".")],
+        reverse=True,
+    )
+    candidates += [str(p) for p in installs]
+    return next((c for c in candidates if c and _version_of(c) == PYTHON), None)
+
+
+def _venv_version() -> tuple[int, ...] | None:
+    cfg = VENV / "pyvenv.cfg"
+    if not (cfg.exists() and VENV_PYTHON.exists()):
+        return None
+    for line in cfg.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            return tuple(int(p) for p in value.strip().split(".")[:2])
+    return None
+
+
 def setup(quiet: bool = False) -> None:
-    """Create .venv and install pinned Python packages and Azurite, when they changed."""
-    if not VENV_PYTHON.exists():
-        print("creating .venv", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
+    """Create .venv with Python 3.13 and install pinned Python packages and Azurite, when they changed."""
+    if _venv_version() != PYTHON:
+        python = find_python()
+        if python is None:
+            raise SystemExit(
+                f"Python {PYTHON[0]}.{PYTHON[1]} is needed and none was found (python{PYTHON[0]}.{PYTHON[1]} on PATH "
+                f"or a pyenv install): install it, e.g. `pyenv install {PYTHON[0]}.{PYTHON[1]}`, and run this again."
+            )
+        if VENV.exists():
+            print(f"replacing .venv (it was not Python {PYTHON[0]}.{PYTHON[1]})", flush=True)
+            shutil.rmtree(VENV)
+        print(f"creating .venv with {python}", flush=True)
+        subprocess.run([python, "-m", "venv", str(VENV)], check=True)
     py_digest = _digest(ROOT / "requirements.txt", ROOT / "requirements-dev.txt")
     py_stamp = VENV / ".requirements.sha256"
     if not _stamp_current(py_stamp, py_digest):
@@ -74,6 +121,35 @@ def setup(quiet: bool = False) -> None:
         print("installing Azurite (npm ci)", flush=True)
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT, check=True)
         node_stamp.write_text(node_digest)
+
+
+def _wants_browser(pytest_args: list[str]) -> bool:
+    """Whether a test run includes the preview's browser test (every run without a selection)."""
+    paths = [a for a in pytest_args if not a.startswith("-")]
+    return not paths or any("preview" in a for a in paths)
+
+
+def ensure_browser() -> None:
+    """The preview's browser test drives Debian's chromium through chromium-driver. Install them
+    when this user can (root, or sudo without a password), else stop at once with the command."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"] if shutil.which("sudo") else None
+    if shutil.which("apt-get") and sudo is not None:
+        print("installing chromium and chromium-driver for the browser test (apt-get)", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = [*sudo, "apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]
+        if (
+            subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env).returncode == 0
+            and subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode == 0
+            and shutil.which("chromium")
+            and shutil.which("chromedriver")
+        ):
+            return
+    raise SystemExit(
+        "The preview's browser test needs Chromium and its driver: run "
+        "`sudo apt-get install -y chromium chromium-driver`, then run the tests again."
+    )
 
 
 def _in_venv() -> bool:
@@ -162,7 +238,11 @@ def _wait_forever() -> None:
 def _configure_logging(level: str) -> None:
     import logging
 
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from devhost.worker import AttributedFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(AttributedFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -171,9 +251,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     apply_local_settings()
     _configure_logging(args.log_level)
     from devhost.server import DevHost
-    from function_app import app
 
-    host = DevHost(app, host=args.host, port=args.port, extra_routes=_preview())
+    host = DevHost(ROOT, host=args.host, port=args.port, extra_routes=_preview())
     print(f"serving {len(host.routes)} functions on {host.base_url}:")
     for route in host.routes:
         print(f"  {'/'.join(sorted(route.methods)):5} {host.base_url}/{route.template}")
@@ -343,9 +422,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if _load_file(SAMPLE_DATA, skip_bad=False, dry_run=False):
             return 1
         from devhost.server import DevHost
-        from function_app import app
 
-        host = DevHost(app, port=args.port, extra_routes=_preview())
+        host = DevHost(ROOT, port=args.port, extra_routes=_preview())
         token = _mint(
             argparse.Namespace(
                 tenant=None, audience=None, client_app=None, roles=None, scopes=None, version="2.0", lifetime=8 * 3600
@@ -587,6 +665,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["test"] and _wants_browser(argv[1:]):
+        ensure_browser()
     if not _in_venv():
         _reexec_in_venv(argv)
     sys.path.insert(0, str(ROOT))

@@ -11,12 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import ParamSpec, TypeVar
 
 __all__ = ["call_by", "current_deadline", "remaining", "request_deadline"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 _deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
 
@@ -31,7 +27,7 @@ def request_deadline(at: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
-def call_by(at: float, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+def call_by[**P, R](at: float, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """`fn(*args, **kwargs)` under the deadline `at`: what a pool thread runs for a request."""
     with request_deadline(at):
         return fn(*args, **kwargs)

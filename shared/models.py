@@ -8,7 +8,7 @@ label, so the connector definition is generated from these same classes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
@@ -56,10 +56,7 @@ class ApiError(BaseModel):
     details: dict[str, str] = Field(default_factory=dict, description="More about the error.")
 
 
-ItemT = TypeVar("ItemT", bound=BaseModel)
-
-
-class Page(BaseModel, Generic[ItemT]):
+class Page[ItemT: BaseModel](BaseModel):
     value: list[ItemT]
     hasMoreResults: bool
 
