@@ -2,6 +2,10 @@
 
 Authorization is ours, in code (the connector sends an Entra ID bearer token, not a function key),
 so triggers are anonymous. Nothing here reads a setting or touches the network.
+
+The Functions runtime indexes the module-level `app` (it lists its functions once; a second
+listing of the same app raises). Tools that read the declared functions, such as the connector
+generator, build an app of their own with `create_app()`.
 """
 
 import azure.functions as func
@@ -9,7 +13,13 @@ import azure.functions as func
 import ingestion
 from extensions import BLUEPRINTS
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-for blueprint in BLUEPRINTS:
-    app.register_functions(blueprint)
-app.register_functions(ingestion.bp)  # the partner's own write API, not part of the connector
+
+def create_app() -> func.FunctionApp:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    for blueprint in BLUEPRINTS:
+        app.register_functions(blueprint)
+    app.register_functions(ingestion.bp)  # the partner's own write API, not part of the connector
+    return app
+
+
+app = create_app()

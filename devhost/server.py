@@ -1,8 +1,19 @@
-"""A small HTTP host that serves a `FunctionApp`'s own registered HTTP triggers.
+"""The dev host's HTTP front: it plays the Functions host for HTTP triggers.
 
-Core Tools (`func start`) cannot be installed everywhere; this host reads the routes, methods and
-the `host.json` route prefix from the app itself (no second route table) and calls the same
-functions the Functions worker would, over real HTTP, one thread per connection.
+Core Tools (`func start`) cannot be installed everywhere. This host asks the runtime library the
+app pins which functions there are (`devhost.worker`: the library indexes `function_app.py`, as in
+Azure), builds its route table from that metadata and the `host.json` route prefix, and turns
+each HTTP request into one invocation request, converted the way the Functions host converts it:
+
+* header names lower-cased; a header sent more than once is one value, joined with commas;
+  headers with an empty value are left out;
+* query values decoded; a key given more than once is one value, joined with commas; a key whose
+  value is empty is left out;
+* the body as bytes, only when there is one; route parameters by name.
+
+What the library answers is written back as it is (status, headers, body). A function that fails
+is an empty 500, an unknown route or a known route with another method an empty 404, as the
+host answers them. Nothing here calls a user function: every request goes through the runtime.
 """
 
 from __future__ import annotations
@@ -11,37 +22,65 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import azure.functions as func
+from devhost import protos
+from devhost.worker import IndexedFunction, RuntimeWorker
 
-__all__ = ["DevHost", "Route", "route_prefix", "routes_of"]
+__all__ = ["DevHost", "Route", "function_timeout", "route_prefix", "routes_of", "to_rpc_http"]
 
 log = logging.getLogger("devhost")
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BODY = 64 * 1024 * 1024
+DEFAULT_FUNCTION_TIMEOUT = 30 * 60.0
+"""Flex Consumption's default functionTimeout, for a host.json that sets none."""
 
 
 @dataclass(frozen=True)
 class Route:
-    name: str
+    function: IndexedFunction
     template: str
-    methods: frozenset[str]
+    methods: frozenset[str] | None
+    """None: every method (an HTTP trigger that names no methods)."""
     pattern: re.Pattern[str]
-    function: Callable[[func.HttpRequest], func.HttpResponse]
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    def allows(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
 
 
-def route_prefix(host_json: Path = ROOT / "host.json") -> str:
+def _host_json(directory: Path) -> dict[str, Any]:
     try:
-        config = json.loads(host_json.read_text())
+        config: dict[str, Any] = json.loads((directory / "host.json").read_text())
     except FileNotFoundError:
-        return "api"
-    return str(config.get("extensions", {}).get("http", {}).get("routePrefix", "api")).strip("/")
+        return {}
+    return config
+
+
+def route_prefix(directory: Path = ROOT) -> str:
+    """`extensions.http.routePrefix` of the app's host.json (`api` when it sets none)."""
+    http = _host_json(directory).get("extensions", {}).get("http", {})
+    return str(http.get("routePrefix", "api")).strip("/")
+
+
+def function_timeout(directory: Path = ROOT) -> float | None:
+    """`functionTimeout` of the app's host.json in seconds; None for `-1` (no limit)."""
+    value = str(_host_json(directory).get("functionTimeout", "") or "")
+    if not value:
+        return DEFAULT_FUNCTION_TIMEOUT
+    if value.strip() == "-1":
+        return None
+    days, clock = value.split(".", 1) if "." in value.split(":")[0] else ("0", value)  # [d.]hh:mm:ss
+    hours, minutes, seconds = (float(part) for part in clock.split(":"))
+    return (float(days) * 24 + hours) * 3600 + minutes * 60 + seconds
 
 
 def _compile(template: str) -> re.Pattern[str]:
@@ -49,37 +88,66 @@ def _compile(template: str) -> re.Pattern[str]:
     for literal, name in re.findall(r"([^{]*)(?:\{([^}]*)\})?", template):
         regex += re.escape(literal)
         if name:
-            param = name.split(":")[0].rstrip("?")
-            regex += f"(?P<{param}>[^/]+)"
+            param = name.split(":")[0].rstrip("?").lstrip("*")
+            optional = name.endswith("?")
+            if optional and regex.endswith("/"):
+                regex = regex[:-1] + f"(?:/(?P<{param}>[^/]+))?"
+            else:
+                regex += f"(?P<{param}>[^/]+)" + ("?" if optional else "")
     return re.compile(f"^{regex}$", re.IGNORECASE)
 
 
-_functions: dict[int, tuple[func.FunctionApp, list[Any]]] = {}
-_functions_lock = threading.Lock()
-
-
-def functions_of(app: func.FunctionApp) -> list[Any]:
-    """`app.get_functions()`, which raises when called twice on one app, called once and kept."""
-    with _functions_lock:
-        if id(app) not in _functions:
-            _functions[id(app)] = (app, app.get_functions())
-        return _functions[id(app)][1]
-
-
-def routes_of(app: func.FunctionApp, prefix: str) -> list[Route]:
-    """The app's HTTP triggers, read from the app itself: the one route table."""
+def routes_of(functions: Iterable[IndexedFunction], prefix: str) -> list[Route]:
+    """The HTTP triggers among the indexed functions, literal routes before parameterized ones."""
     routes = []
-    for function in functions_of(app):
-        trigger = function.get_trigger()
-        if trigger is None or getattr(trigger, "type", "") != "httpTrigger":
+    for function in functions:
+        trigger = function.trigger
+        if trigger.get("type") != "httpTrigger":
             continue
-        name = str(function.get_function_name())
-        template = str(getattr(trigger, "route", None) or name).strip("/")
+        template = str(trigger.get("route") or function.name).strip("/")
         full = f"{prefix}/{template}" if prefix else template
-        declared = getattr(trigger, "methods", None) or ["GET", "POST"]
-        methods = frozenset(str(getattr(m, "value", m)).upper() for m in declared)
-        routes.append(Route(name, full, methods, _compile(full), function.get_user_function()))
-    return routes
+        declared = trigger.get("methods")
+        methods = frozenset(str(m).upper() for m in declared) if declared else None
+        routes.append(Route(function, full, methods, _compile(full)))
+    return sorted(routes, key=lambda r: r.template.count("{"))
+
+
+def _joined(pairs: Iterable[tuple[str, str]], *, lower: bool = False) -> dict[str, str]:
+    """A repeated name becomes one value, its non-empty values joined with commas (ASP.NET's
+    StringValues); a name left with an empty value is dropped, as the host drops it."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values = grouped.setdefault(name.lower() if lower else name, [])
+        if value:
+            values.append(value)
+    return {name: ",".join(values) for name, values in grouped.items() if values}
+
+
+def to_rpc_http(
+    method: str,
+    url: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    route_params: dict[str, str] | None = None,
+) -> protos.RpcHttp:
+    """An HTTP request as the Functions host hands it to a worker."""
+    return protos.RpcHttp(
+        method=method,
+        url=url,
+        headers=_joined(headers, lower=True),
+        query=_joined(parse_qsl(urlsplit(url).query, keep_blank_values=True)),
+        params=route_params or {},
+        body=protos.TypedData(bytes=body) if body else None,
+    )
+
+
+def _body_bytes(data: protos.TypedData) -> bytes:
+    kind = data.WhichOneof("data")
+    if kind in ("bytes", "stream"):
+        return bytes(getattr(data, kind))
+    if kind in ("string", "json"):
+        return str(getattr(data, kind)).encode()
+    return b""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -95,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = parts.path.strip("/")
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
-            self._send(413, {"error": "body too large for the dev host"})
+            self.send_bytes(413, b"", "text/plain")
             self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
@@ -103,64 +171,65 @@ class _Handler(BaseHTTPRequestHandler):
         if extra is not None:
             extra(self, parts.query, body)
             return
-        allowed: set[str] = set()
         for route in self.server.routes:
             match = route.pattern.match(path)
-            if not match:
-                continue
-            if self.command not in route.methods:
-                allowed |= route.methods
-                continue
-            params = dict(parse_qsl(parts.query, keep_blank_values=True))
-            request = func.HttpRequest(
-                method=self.command,
-                url=f"http://{self.headers.get('Host', 'localhost')}{self.path}",
-                headers=dict(self.headers.items()),
-                params=params,
-                route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
-                body=body,
-            )
-            try:
-                response = route.function(request)
-            except Exception:  # the Functions host would answer 500 too
-                log.exception("function %s raised", route.name)
-                self._send(500, {"error": "function raised"})
+            if match and route.allows(self.command):
+                params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                self._invoke(route, body, params)
                 return
-            self._write(response)
+        self.send_bytes(404, b"", None)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    def _invoke(self, route: Route, body: bytes, params: dict[str, str]) -> None:
+        url = f"http://{self.headers.get('Host') or self.server.authority}{self.path}"
+        request = to_rpc_http(self.command, url, self.headers.items(), body, params)
+        binding = protos.ParameterBinding(name=route.function.trigger["name"], data=protos.TypedData(http=request))
+        try:
+            response = self.server.worker.invoke(
+                route.function,
+                [binding],
+                trace_parent=self.headers.get("traceparent") or "",
+                trace_state=self.headers.get("tracestate") or "",
+                timeout=self.server.function_timeout,
+            )
+        except TimeoutError as exc:
+            log.error("Executed 'Functions.%s' (Failed): %s", route.name, exc)
+            self.send_bytes(500, b"", None)
             return
-        if allowed:
-            self._send(405, {"error": "method not allowed"}, {"Allow": ", ".join(sorted(allowed))})
-        else:
-            self._send(404, {"error": "no function at this route"})
+        if response.result.status != protos.StatusResult.Success:
+            exception = response.result.exception
+            log.error(
+                "Executed 'Functions.%s' (Failed, Id=%s): %s\n%s",
+                route.name,
+                response.invocation_id,
+                exception.message,
+                exception.stack_trace,
+            )
+            self.send_bytes(500, b"", None)
+            return
+        self._write(response.return_value)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+    def _write(self, value: protos.TypedData) -> None:
+        if value.WhichOneof("data") != "http":  # a function that returns a plain value
+            self.send_bytes(200, _body_bytes(value), "text/plain; charset=utf-8")
+            return
+        http = value.http
+        headers = {k: v for k, v in http.headers.items() if k.lower() != "content-length"}
+        self.send_bytes(int(http.status_code or 200), _body_bytes(http.body), None, headers)
 
-    def _write(self, response: func.HttpResponse) -> None:
-        body = response.get_body() or b""
-        self.send_response(response.status_code)
-        content_type = response.mimetype or "text/plain"
-        if response.charset:
-            content_type += f"; charset={response.charset}"
-        self.send_header("Content-Type", content_type)
-        for name, value in response.headers.items():
-            if name.lower() not in ("content-type", "content-length"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        self.send_bytes(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers)
-
-    def send_bytes(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def send_bytes(
+        self, status: int, body: bytes, content_type: str | None, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        if content_type:
+            self.send_header("Content-Type", content_type)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 ExtraRoute = Callable[[_Handler, str, bytes], None]
@@ -171,32 +240,46 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], routes: list[Route], extra_routes: dict[str, ExtraRoute]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        worker: RuntimeWorker,
+        routes: list[Route],
+        function_timeout: float | None,
+        extra_routes: dict[str, ExtraRoute],
+    ) -> None:
+        self.worker = worker
         self.routes = routes
+        self.function_timeout = function_timeout
         self.extra_routes = extra_routes
         super().__init__(address, _Handler)
+        host, port = self.server_address[:2]
+        self.authority = f"{host!s}:{port}"
 
 
 class DevHost:
-    """Serve `app` on `host:port` (port 0 picks a free one). Use as a context manager or call
-    `start()`/`stop()`; `serve_forever()` blocks."""
+    """Serve the function app in `directory` on `host:port` (port 0 picks a free one). Use as a
+    context manager or call `start()`/`stop()`; `serve_forever()` blocks.
+
+    The runtime library indexes the app once per process (its state is module-global); several
+    DevHosts in one process share that one worker."""
 
     def __init__(
         self,
-        app: func.FunctionApp,
+        directory: Path = ROOT,
         host: str = "127.0.0.1",
         port: int = 7071,
         prefix: str | None = None,
         extra_routes: dict[str, ExtraRoute] | None = None,
     ) -> None:
-        self.routes = routes_of(app, route_prefix() if prefix is None else prefix)
-        self._server = _Server((host, port), self.routes, extra_routes or {})
+        self.worker = RuntimeWorker.start(directory)
+        self.routes = routes_of(self.worker.functions, route_prefix(directory) if prefix is None else prefix)
+        self._server = _Server((host, port), self.worker, self.routes, function_timeout(directory), extra_routes or {})
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://{self._server.authority}"
 
     def start(self) -> DevHost:
         self._thread = threading.Thread(target=self._server.serve_forever, name="devhost", daemon=True)

@@ -1,5 +1,5 @@
 """Shared fixtures: a real Azurite, a real loopback identity with RSA keys, the dev host serving
-the app's own triggers, and no network beyond loopback."""
+the app through the Functions runtime library, and no network beyond loopback."""
 
 from __future__ import annotations
 
@@ -88,12 +88,11 @@ def authority(signing_key: SigningKey) -> Iterator[LocalAuthority]:
 @pytest.fixture(scope="session")
 def devhost(authority: LocalAuthority) -> Iterator[DevHost]:
     from devhost.preview_routes import preview_routes
-    from function_app import app
 
     def mint(tenant: str) -> str:
         return authority.mint(tenant=tenant, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
 
-    with DevHost(app, port=0, extra_routes=preview_routes(mint)) as host:
+    with DevHost(_REPO, port=0, extra_routes=preview_routes(mint)) as host:
         yield host
 
 

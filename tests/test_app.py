@@ -1,5 +1,6 @@
-"""The FunctionApp itself: imports cleanly with no settings and no network, registers one
-anonymous trigger per operation, and the dev host serves exactly what the app registers."""
+"""The FunctionApp itself: imports cleanly with no settings and no network, and the Functions
+runtime library indexes it into one anonymous HTTP trigger per operation, which the dev host
+serves and nothing else."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devhost.server import DevHost, functions_of, route_prefix, routes_of
+from devhost.server import DevHost, route_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,22 +37,19 @@ def test_importing_the_app_needs_no_settings_and_no_network() -> None:
     assert result.stdout.split("\n")[:2] == ["8", "[]"]
 
 
-def test_triggers_are_anonymous_and_unique() -> None:
-    from function_app import app
-
-    functions = functions_of(app)
-    names = [f.get_function_name() for f in functions]
+def test_the_runtime_indexes_anonymous_unique_http_triggers(devhost: DevHost) -> None:
+    functions = devhost.worker.functions
+    names = [f.name for f in functions]
     assert len(names) == len(set(names)) == 8
     for function in functions:
-        binding = json.loads(str(function))["bindings"][0]
-        assert binding["authLevel"] == "ANONYMOUS"
+        assert function.trigger["type"] == "httpTrigger"
+        assert function.trigger["authLevel"] == "ANONYMOUS"
+        assert [b["name"] for b in function.bindings if b["direction"] == "OUT"] == ["$return"]
 
 
-def test_dev_host_routes_come_from_the_app_and_host_json() -> None:
-    from function_app import app
-
+def test_dev_host_routes_come_from_the_runtime_and_host_json(devhost: DevHost) -> None:
     assert route_prefix() == json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"]
-    routes = {(r.template, tuple(sorted(r.methods))) for r in routes_of(app, "api")}
+    routes = {(r.template, tuple(sorted(r.methods or ()))) for r in devhost.routes}
     assert routes == {
         ("api/enhanceskills/related-records", ("GET",)),
         ("api/enhanceskills/sales-highlights", ("GET",)),
@@ -64,20 +62,10 @@ def test_dev_host_routes_come_from_the_app_and_host_json() -> None:
     }
 
 
-def test_dev_host_serves_route_parameters_and_a_custom_prefix() -> None:
-    import azure.functions as func
-    import httpx
+def test_the_connector_reads_the_same_functions_as_the_runtime(devhost: DevHost) -> None:
+    from tools.contract_check import registered_operations
 
-    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-
-    @app.route(route="items/{id}/parts/{part:int?}", methods=["GET"])
-    def item(req: func.HttpRequest) -> func.HttpResponse:
-        return func.HttpResponse(
-            json.dumps({"route": dict(req.route_params), "q": dict(req.params)}), mimetype="application/json"
-        )
-
-    with DevHost(app, port=0, prefix="v1") as host:
-        response = httpx.get(f"{host.base_url}/v1/items/a%20b/parts/3", params={"x": "1"})
-        assert response.json() == {"route": {"id": "a b", "part": "3"}, "q": {"x": "1"}}
-        assert httpx.get(f"{host.base_url}/api/items/a/parts/3").status_code == 404
-        assert httpx.post(f"{host.base_url}/v1/items/a/parts/3").status_code == 405
+    served = {(sorted(r.methods or ())[0], r.template) for r in devhost.routes}
+    declared = {(method, path) for method, path, _ in registered_operations()}
+    assert declared and declared <= served
+    assert {path for _, path in served - declared} == {"api/ingest/documents", "api/ingest/delete"}

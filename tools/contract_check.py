@@ -214,12 +214,15 @@ def format_report(results: list[CheckResult]) -> str:
 def registered_operations() -> list[tuple[str, str, Operation[Any]]]:
     """(method, path, spec) of every connector operation the FunctionApp registers, from its
     triggers (the ingestion API is the partner's own and not part of the connector)."""
-    from devhost.server import route_prefix, routes_of
-    from function_app import app
+    from devhost.server import route_prefix
+    from function_app import create_app
 
+    prefix = route_prefix()
     found = []
-    for route in routes_of(app, route_prefix()):
-        spec = getattr(route.function, "operation", None)
-        if isinstance(spec, Operation) and spec.in_connector:
-            found.append((sorted(route.methods)[0], route.template, spec))
+    for function in create_app().get_functions():
+        trigger = function.get_trigger()
+        spec = getattr(function.get_user_function(), "operation", None)
+        if getattr(trigger, "type", "") == "httpTrigger" and isinstance(spec, Operation) and spec.in_connector:
+            method = sorted(str(getattr(m, "value", m)).upper() for m in getattr(trigger, "methods", []))[0]
+            found.append((method, f"{prefix}/{getattr(trigger, 'route', '')}", spec))
     return found
