@@ -241,7 +241,7 @@ def _configure_logging(level: str) -> None:
     from devhost.worker import AttributedFormatter
 
     handler = logging.StreamHandler()
-    handler.setFormatter(AttributedFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(AttributedFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     handler = logging.StreamHandler()
-    handler.setFormatter(AttributedFormatter("%(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(AttributedFormatter("%(invocation)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     logging.getLogger("azure").setLevel(logging.WARNING)
     try:

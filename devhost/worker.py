@@ -119,13 +119,17 @@ def _stamping_factory(previous: Callable[..., logging.LogRecord]) -> Callable[..
 
 class AttributedFormatter(logging.Formatter):
     """Console lines that show which invocation a record belongs to, as Application Insights
-    would file it: `[sales_highlights 1f0c...]`, or `[no invocation]` for an untied record."""
+    would file it: `%(invocation)s` is `[sales_highlights 1f0c...]`, or `[no invocation]` for an
+    untied record."""
+
+    def __init__(self, fmt: str = "%(asctime)s %(levelname)s %(name)s %(invocation)s %(message)s") -> None:
+        super().__init__(fmt)
 
     def format(self, record: logging.LogRecord) -> str:
         invocation_id = getattr(record, "invocation_id", None)
-        name = getattr(record, "function_name", None)
-        tag = f"[{name or 'function'} {invocation_id}]" if invocation_id else "[no invocation]"
-        return f"{tag} {super().format(record)}"
+        name = getattr(record, "function_name", None) or "function"
+        record.invocation = f"[{name} {invocation_id}]" if invocation_id else "[no invocation]"
+        return super().format(record)
 
 
 def _check(result: protos.StatusResult, what: str) -> None:
