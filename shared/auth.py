@@ -9,8 +9,8 @@ Follows Microsoft's guidance (access tokens, claims validation, signing-key roll
 * `tid` must be a GUID in `AUTH_ALLOWED_TENANTS` before anything is fetched for it; with `*` the
   tenant-independent `common` metadata is used and its `{tenantid}` template is filled in.
 * Signing keys are cached per key-set URL and `kid`. A key set is refreshed when stale (hourly)
-  or when a token names an unknown `kid`, at most once per 5 minutes; a failed refresh keeps the
-  last good keys. Fetches time out well inside the 5-second answer budget.
+  or when a token names an unknown `kid`: the first such refresh at once, later ones at most once
+  per 5 minutes (Microsoft.IdentityModel's rule); a failed refresh keeps the last good keys. Fetches time out well inside the 5-second answer budget.
 * Access is granted only after verification: client app (`azp`/`appid`), then a required scope
   for delegated tokens (`scp`) or a required role for app-only tokens (`roles`). Identity comes
   from `tid`/`oid`/`azp`, never from `upn`, `email` or `preferred_username`.
@@ -99,12 +99,15 @@ class _Entry:
     value: Any = None
     fetched_at: float = float("-inf")
     attempted_at: float = float("-inf")
+    refreshed_on_demand: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _RefreshingCache:
-    """Values fetched by URL, refreshed when stale and on demand, never more often than
-    `min_interval`; a failed refresh keeps the last good value."""
+    """Values fetched by URL, refreshed when stale and on demand; a failed refresh keeps the last
+    good value. Like Microsoft.IdentityModel's ConfigurationManager, the first refresh asked for
+    is made at once, even right after a fetch (a key published just after an instance started
+    its cache is served on its first token); after that, at most one fetch per 5 minutes."""
 
     max_age: float = KEYS_MAX_AGE
 
@@ -135,10 +138,16 @@ class _RefreshingCache:
             fresh = entry.value is not None and now - entry.fetched_at < self.max_age
             if fresh and not want_refresh:
                 return entry.value
-            interval = MIN_REFRESH_INTERVAL if entry.value is not None else RETRY_AFTER_FAILED_FIRST_FETCH
+            if entry.value is None:
+                interval = RETRY_AFTER_FAILED_FIRST_FETCH
+            elif want_refresh and not entry.refreshed_on_demand:
+                interval = 0.0
+            else:
+                interval = MIN_REFRESH_INTERVAL
             if now - entry.attempted_at < interval:
                 return entry.value
             entry.attempted_at = now
+            entry.refreshed_on_demand |= want_refresh
             try:
                 self.fetches += 1
                 entry.value = self._parse(_fetch_json(self._client, url))
