@@ -297,7 +297,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     from shared.ingest import delete_documents
-    from tools.data import open_store
+    from tools.data import with_store
 
     apply_local_settings()
     record = _record(args)
@@ -327,14 +327,16 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    deleted = delete_documents(
-        open_store(),
-        tenant=args.tenant,
-        scope=scope,
-        extension_point=args.extension_point,
-        record=record,
-        contact=args.contact_email,
-        doc_id=args.id,
+    deleted = with_store(
+        lambda store: delete_documents(
+            store,
+            tenant=args.tenant,
+            scope=scope,
+            extension_point=args.extension_point,
+            record=record,
+            contact=args.contact_email,
+            doc_id=args.id,
+        )
     )
     print(f"deleted {deleted} document(s)")
     return 0

@@ -63,19 +63,24 @@ def _tenants(query: dict[str, list[str]], body: bytes) -> Any:
 def _records(query: dict[str, list[str]], body: bytes) -> Any:
     """The CRM records (and their contacts) a tenant has insights for, at most 200."""
     from shared.settings import get_settings
-    from shared.store import get_store
+    from shared.store import InsightsStore
+    from tools.data import with_store
 
     tenant = (query.get("tenant") or [""])[0].lower()
     if tenant not in get_settings().auth_allowed_tenants:
         raise ValueError("unknown tenant")
     records: dict[tuple[str, str], set[str]] = {}
-    for entity in get_store(get_settings()).iter_entities(tenant=tenant):
-        if entity.get("RecordType"):
-            contacts = records.setdefault((entity["RecordType"], entity["RecordId"]), set())
-            if entity.get("Contact"):
-                contacts.add(entity["Contact"])
-        if len(records) >= 200:
-            break
+
+    async def collect(store: InsightsStore) -> None:
+        async for entity in store.iter_entities(tenant=tenant):
+            if entity.get("RecordType"):
+                contacts = records.setdefault((entity["RecordType"], entity["RecordId"]), set())
+                if entity.get("Contact"):
+                    contacts.add(entity["Contact"])
+            if len(records) >= 200:
+                break
+
+    with_store(collect)
     return [{"recordType": t, "recordId": i, "contacts": sorted(c)} for (t, i), c in sorted(records.items())]
 
 

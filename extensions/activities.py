@@ -90,6 +90,6 @@ POINT = register_point(
     query=ActivitiesQuery,
     item=Activity,
 )
-def activities(ctx: RequestContext, query: ActivitiesQuery) -> Page[Activity]:
+async def activities(ctx: RequestContext, query: ActivitiesQuery) -> Page[Activity]:
     # The window is a RowKey range: activities outside it are never read from storage.
-    return record_page(ctx, POINT, query, WindowBounds(query.startDateTime, query.endDateTime))
+    return await record_page(ctx, POINT, query, WindowBounds(query.startDateTime, query.endDateTime))

@@ -105,7 +105,7 @@ def matches(prompt: str, input_prompt: str) -> bool:
     body=ContentSuggestionsRequest,
     item=ContentSuggestion,
 )
-def content_suggestions(ctx: RequestContext, request: ContentSuggestionsRequest) -> Page[ContentSuggestion]:
+async def content_suggestions(ctx: RequestContext, request: ContentSuggestionsRequest) -> Page[ContentSuggestion]:
     # Message and conversation ids arrive in the body or, from older clients, in the
     # x-ms-message-id / x-ms-conversation-id headers; either form is accepted, and neither is
     # needed to answer: suggestions follow the record and the participants.
@@ -119,7 +119,7 @@ def content_suggestions(ctx: RequestContext, request: ContentSuggestionsRequest)
     wanted = (
         max(request.skip + request.top + 1, RANKED_CANDIDATES) if prompt.strip() else request.skip + request.top + 1
     )
-    ranked = gather(
+    ranked = await gather(
         ctx,
         POINT,
         records,

@@ -51,10 +51,10 @@ POINT = register_point(
     body=EmailInsightsRequest,
     item=EmailInsight,
 )
-def email_insights(ctx: RequestContext, request: EmailInsightsRequest) -> Page[EmailInsight]:
+async def email_insights(ctx: RequestContext, request: EmailInsightsRequest) -> Page[EmailInsight]:
     records = list(dict.fromkeys(RecordRef.record(e.entityType, e.entityId) for e in request.relatedEntities))
     wanted = request.skip + request.top + 1
-    ranked = gather(
+    ranked = await gather(
         ctx,
         POINT,
         records,

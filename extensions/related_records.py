@@ -83,5 +83,5 @@ POINT = register_point(
     query=RelatedRecordsQuery,
     item=RelatedRecord,
 )
-def related_records(ctx: RequestContext, query: RelatedRecordsQuery) -> Page[RelatedRecord]:
-    return record_page(ctx, POINT, query)
+async def related_records(ctx: RequestContext, query: RelatedRecordsQuery) -> Page[RelatedRecord]:
+    return await record_page(ctx, POINT, query)

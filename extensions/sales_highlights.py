@@ -77,5 +77,5 @@ POINT = register_point(
     query=SalesHighlightsQuery,
     item=SalesHighlight,
 )
-def sales_highlights(ctx: RequestContext, query: SalesHighlightsQuery) -> Page[SalesHighlight]:
-    return record_page(ctx, POINT, query)
+async def sales_highlights(ctx: RequestContext, query: SalesHighlightsQuery) -> Page[SalesHighlight]:
+    return await record_page(ctx, POINT, query)

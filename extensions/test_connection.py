@@ -28,9 +28,9 @@ class ConnectionStatus(BaseModel):
     visibility="internal",
     response=ConnectionStatus,
 )
-def test_connection(ctx: RequestContext, _: None) -> ConnectionStatus:
+async def test_connection(ctx: RequestContext, _: None) -> ConnectionStatus:
     started = time.perf_counter()
-    ctx.store.ping(timeout=STORE_TIMEOUT_SECONDS)
+    await ctx.store.ping(timeout=STORE_TIMEOUT_SECONDS)
     return ConnectionStatus(
         status="ok", tenantId=ctx.tenant, storeLatencyMs=round((time.perf_counter() - started) * 1000, 1)
     )

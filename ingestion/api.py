@@ -77,7 +77,7 @@ def _check_grants(ctx: RequestContext, tenants: set[str]) -> None:
     in_connector=False,
     budget_seconds=WRITE_BUDGET_SECONDS,
 )
-def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertResponse:
+async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertResponse:
     limit = ctx.settings.ingest_max_documents
     if len(request.documents) > limit:
         raise RequestTooLarge(f"A batch may hold at most {limit} documents; split it.")
@@ -92,7 +92,7 @@ def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertRespo
             valid.append((index, document))
             results.append(ItemResult(index=index, id=document.id, status="written"))
     _check_grants(ctx, {doc.tenantId for _, doc in valid})
-    summary = write_documents(ctx.store, [doc for _, doc in valid], workers=WRITE_WORKERS)
+    summary = await write_documents(ctx.store, [doc for _, doc in valid], workers=WRITE_WORKERS)
     failures = {(chunk.partition, doc_id): chunk.error for chunk in summary.failed for doc_id in chunk.ids}
     if failures:
         for index, doc in valid:
@@ -162,10 +162,10 @@ class DeleteResponse(BaseModel):
     in_connector=False,
     budget_seconds=WRITE_BUDGET_SECONDS,
 )
-def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteResponse:
+async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteResponse:
     tenant = request.tenantId.lower()
     _check_grants(ctx, {tenant})
-    deleted = delete_documents(
+    deleted = await delete_documents(
         ctx.store,
         tenant=tenant,
         scope=request.scope,

@@ -21,9 +21,9 @@ role is `InsufficientPermissions` (403). Why a token failed goes to the log, not
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -81,13 +81,13 @@ class _FetchError(Exception):
     pass
 
 
-def _fetch_json(client: httpx.Client, url: str) -> Any:
+async def _fetch_json(client: httpx.AsyncClient, url: str) -> Any:
     import httpx
 
     if not (url.startswith("https://") or is_loopback_url(url)):
         raise _FetchError(f"refusing to fetch non-https URL {url}")
     try:
-        response = client.get(url)
+        response = await client.get(url)
         response.raise_for_status()
         return response.json()
     except (httpx.HTTPError, ValueError) as exc:
@@ -100,7 +100,7 @@ class _Entry:
     fetched_at: float = float("-inf")
     attempted_at: float = float("-inf")
     refreshed_on_demand: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class _RefreshingCache:
@@ -111,16 +111,14 @@ class _RefreshingCache:
 
     max_age: float = KEYS_MAX_AGE
 
-    def __init__(self, client: httpx.Client, clock: Callable[[], float]) -> None:
+    def __init__(self, client: httpx.AsyncClient, clock: Callable[[], float]) -> None:
         self._client = client
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
-        self._entries_lock = threading.Lock()
         self.fetches = 0
 
     def _entry(self, url: str) -> _Entry:
-        with self._entries_lock:
-            return self._entries.setdefault(url, _Entry())
+        return self._entries.setdefault(url, _Entry())
 
     def peek(self, url: str) -> Any:
         entry = self._entries.get(url)
@@ -129,11 +127,11 @@ class _RefreshingCache:
     def cached_values(self) -> list[Any]:
         return [e.value for e in list(self._entries.values()) if e.value is not None]
 
-    def get(self, url: str, *, want_refresh: bool = False) -> Any:
+    async def get(self, url: str, *, want_refresh: bool = False) -> Any:
         entry = self._entry(url)
         if entry.value is not None and not want_refresh and self._clock() - entry.fetched_at < self.max_age:
             return entry.value
-        with entry.lock:
+        async with entry.lock:
             now = self._clock()
             fresh = entry.value is not None and now - entry.fetched_at < self.max_age
             if fresh and not want_refresh:
@@ -150,7 +148,7 @@ class _RefreshingCache:
             entry.refreshed_on_demand |= want_refresh
             try:
                 self.fetches += 1
-                entry.value = self._parse(_fetch_json(self._client, url))
+                entry.value = self._parse(await _fetch_json(self._client, url))
                 entry.fetched_at = now
                 entry.attempted_at = now
             except (_FetchError, ValueError, KeyError, TypeError) as exc:
@@ -200,11 +198,11 @@ class KeySetCache(_RefreshingCache):
             raise ValueError("key set holds no usable RSA signing key")
         return keys
 
-    def key(self, url: str, kid: str) -> Any:
-        keys = self.get(url)
+    async def key(self, url: str, kid: str) -> Any:
+        keys = await self.get(url)
         if keys is not None and kid in keys:
             return keys[kid]
-        keys = self.get(url, want_refresh=True)
+        keys = await self.get(url, want_refresh=True)
         return keys.get(kid) if keys else None
 
     def cached_key(self, kid: str) -> Any:
@@ -219,37 +217,35 @@ class TokenValidator:
         self,
         settings: Settings,
         *,
-        client: httpx.Client | None = None,
+        client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         import httpx
 
         self.settings = settings
         timeout = httpx.Timeout(FETCH_TIMEOUT_SECONDS, connect=FETCH_CONNECT_TIMEOUT_SECONDS)
-        self._client = client or httpx.Client(timeout=timeout, follow_redirects=False)
+        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         clock = clock or (lambda: monotonic())
         self.metadata = MetadataCache(self._client, clock)
         self.keys = KeySetCache(self._client, clock)
         self._accepted: OrderedDict[tuple[str, bytes], tuple[float, Principal]] = OrderedDict()
-        self._accepted_lock = threading.Lock()
 
-    def close(self) -> None:
-        self._client.close()
+    async def close(self) -> None:
+        await self._client.aclose()
 
     # -- the one entry point ---------------------------------------------------------------
 
-    def validate(self, authorization: str | None, role: str = "reader") -> Principal:
+    async def validate(self, authorization: str | None, role: str = "reader") -> Principal:
         """A verified, authorized caller. `role` is `reader` (Copilot for Sales, on behalf of a
         seller of a customer tenant) or `writer` (a partner backend service, app-only, from a
         partner home tenant)."""
         token = _bearer(authorization)
         cache_key = (role, hashlib.sha256(token.encode()).digest())
         now = time.time()
-        with self._accepted_lock:
-            hit = self._accepted.get(cache_key)
-            if hit is not None and hit[0] > now:
-                self._accepted.move_to_end(cache_key)
-                return hit[1]
+        hit = self._accepted.get(cache_key)
+        if hit is not None and hit[0] > now:
+            self._accepted.move_to_end(cache_key)
+            return hit[1]
         header, unverified = _unverified(token)
         version = unverified.get("ver")
         if version not in ("1.0", "2.0"):
@@ -266,11 +262,11 @@ class TokenValidator:
         if not writer and not self.settings.tenant_allowed(tid):
             self._reject_untrusted_tenant(token, header["kid"], tid, "AUTH_ALLOWED_TENANTS")
 
-        metadata = self._metadata(version, tid, tenant_independent=self.settings.any_tenant and not writer)
+        metadata = await self._metadata(version, tid, tenant_independent=self.settings.any_tenant and not writer)
         expected_issuer = metadata.issuer.replace("{tenantid}", tid)
         if unverified.get("iss") != expected_issuer:
             raise InvalidToken(log_detail=f"iss {unverified.get('iss')!r} is not {expected_issuer!r}")
-        key = self.keys.key(metadata.jwks_uri, header["kid"])
+        key = await self.keys.key(metadata.jwks_uri, header["kid"])
         if key is None:
             if self.keys.peek(metadata.jwks_uri) is None:
                 raise ServiceUnavailable(log_detail=f"signing keys unavailable from {metadata.jwks_uri}")
@@ -288,11 +284,10 @@ class TokenValidator:
         """Copilot for Sales sends a seller's token with every call for its whole lifetime: an
         accepted token is kept (by hash, never the token) until it expires, at most 5 minutes,
         so verification runs once per token rather than once per request."""
-        with self._accepted_lock:
-            self._accepted[key] = (min(exp, now + ACCEPTED_TOKEN_TTL), principal)
-            self._accepted.move_to_end(key)
-            while len(self._accepted) > ACCEPTED_TOKENS_MAX:
-                self._accepted.popitem(last=False)
+        self._accepted[key] = (min(exp, now + ACCEPTED_TOKEN_TTL), principal)
+        self._accepted.move_to_end(key)
+        while len(self._accepted) > ACCEPTED_TOKENS_MAX:
+            self._accepted.popitem(last=False)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -304,11 +299,11 @@ class TokenValidator:
             self._verify(token, key, issuer=None)
         raise InsufficientPermissions(log_detail=f"tenant {tid} is not in {setting}")
 
-    def _metadata(self, version: str, tid: str, tenant_independent: bool) -> Metadata:
+    async def _metadata(self, version: str, tid: str, tenant_independent: bool) -> Metadata:
         tenant = "common" if tenant_independent else tid
         suffix = "v2.0/.well-known/openid-configuration" if version == "2.0" else ".well-known/openid-configuration"
         url = f"{self.settings.auth_authority}/{tenant}/{suffix}"
-        metadata = self.metadata.get(url)
+        metadata = await self.metadata.get(url)
         if metadata is None:
             raise ServiceUnavailable(log_detail=f"OpenID metadata unavailable from {url}")
         return metadata  # type: ignore[no-any-return]

@@ -6,14 +6,12 @@ has validated every document with the same rules.
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from shared import normalize
-from shared.context import submit
 from shared.documents import InsightDocument
 from shared.points import all_points
 from shared.store import ChunkResult, IndexEntry, InsightsStore, RecordRef, partition_key, partition_keys
@@ -45,7 +43,7 @@ BULK_WINDOW = 100
 DENSE = 10
 
 
-def write_documents(
+async def write_documents(
     store: InsightsStore,
     documents: Iterable[InsightDocument],
     progress: Callable[[int], None] | None = None,
@@ -56,44 +54,38 @@ def write_documents(
 
     Neighbouring partitions of one tenant and extension point (a bulk load: DENSE or more of
     them in a window) learn what they already hold from one range query; scattered ones from a
-    query each. Windows hold different partitions, so `workers` of them can be written at once."""
+    query each. Windows hold different partitions, so `workers` of them are written at once."""
     docs = list(documents)
     summary = WriteSummary(documents=len(docs))
     groups = partitions_of(docs)
     summary.partitions = len(groups)
     ordered = sorted(groups)
-    lock = threading.Lock()
+    turns = asyncio.Semaphore(max(1, workers))
 
-    def write_window(window: list[str]) -> None:
+    async def write_window(window: list[str]) -> None:
         # neighbours of one tenant and point (DENSE or more in the window): one range query
         by_prefix: dict[str, list[str]] = defaultdict(list)
         for pk in window:
             by_prefix["|".join(pk.split("|")[:2])].append(pk)
         known: dict[str, dict[str, IndexEntry]] = {}
-        for members in by_prefix.values():
-            if len(members) >= DENSE:
-                found = store.existing_between(members[0], members[-1])
-                known.update({pk: found.get(pk, {}) for pk in members})
-        for pk in window:
-            chunks = store.write_partition(pk, groups[pk], known.get(pk))
-            with lock:
+        async with turns:
+            for members in by_prefix.values():
+                if len(members) >= DENSE:
+                    found = await store.existing_between(members[0], members[-1])
+                    known.update({pk: found.get(pk, {}) for pk in members})
+            for pk in window:
+                chunks = await store.write_partition(pk, groups[pk], known.get(pk))
                 summary.transactions += len(chunks)
                 summary.failed += [chunk for chunk in chunks if chunk.error]
                 if progress:
                     progress(len(groups[pk]))
 
     windows = [ordered[start : start + BULK_WINDOW] for start in range(0, len(ordered), BULK_WINDOW)]
-    if workers <= 1 or len(windows) <= 1:
-        for window in windows:
-            write_window(window)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load") as pool:
-            for future in [submit(pool, write_window, window) for window in windows]:
-                future.result()
+    await asyncio.gather(*(write_window(window) for window in windows))
     return summary
 
 
-def delete_documents(
+async def delete_documents(
     store: InsightsStore,
     *,
     tenant: str,
@@ -108,7 +100,7 @@ def delete_documents(
     `record` is (recordType, recordId) in any spelling; `contact` an address in any case."""
     tenant = tenant.lower()
     if scope == "tenant":
-        return store.delete_tenant(tenant)
+        return await store.delete_tenant(tenant)
     ref = (
         RecordRef.record(normalize.record_type(record[0]), normalize.record_id(record[1]))
         if record
@@ -117,5 +109,5 @@ def delete_documents(
     if scope == "document":
         if not (extension_point and doc_id):
             raise ValueError("deleting a document needs its extension point and id")
-        return store.delete_ids(partition_key(tenant, extension_point, ref), [doc_id])
-    return sum(store.delete_partition(partition_key(tenant, point, ref)) for point in all_points())
+        return await store.delete_ids(partition_key(tenant, extension_point, ref), [doc_id])
+    return sum([await store.delete_partition(partition_key(tenant, point, ref)) for point in all_points()])

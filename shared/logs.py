@@ -2,9 +2,9 @@
 the message text itself: every line logged during a request starts with
 `[<x-ms-client-request-id>]`, whichever module logs it.
 
-The request id lives in a context variable that the pipeline sets for the request; work handed to
-another thread takes it along (`shared.context.submit`), together with the runtime's invocation
-id, so the Functions worker ties those lines to the invocation too.
+The request id lives in a context variable that the pipeline sets for the request. Everything a
+request does runs in its invocation's task or in tasks it starts (which copy its context), so every
+line carries the id, and the Functions worker ties every line to the invocation.
 """
 
 from __future__ import annotations

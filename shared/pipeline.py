@@ -10,13 +10,12 @@ calls, and keeps the operation's description for the connector generator.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.auth import Principal, TokenValidator
 from shared.config import get_settings
-from shared.context import submit
-from shared.deadline import call_by
+from shared.deadline import request_deadline
 from shared.errors import (
     ApiException,
     InternalServerError,
@@ -37,6 +35,7 @@ from shared.errors import (
 )
 from shared.language import parse_accept_language
 from shared.logs import RequestLogger, clean_header_value, logger, request_scope
+from shared.loopbound import PerLoop
 from shared.models import ApiError, Page
 from shared.store import InsightsStore, get_store
 from shared.telemetry import request_span, trace_id_of
@@ -96,29 +95,19 @@ class Operation[InputT: BaseModel]:
     """The answer budget; None is REQUEST_BUDGET_SECONDS (Copilot's 5-second rule)."""
 
 
-Handler = Callable[[RequestContext, Any], BaseModel]
+Handler = Callable[[RequestContext, Any], Awaitable[BaseModel]]
 
-_validator_lock = threading.Lock()
-_validator: TokenValidator | None = None
+_validators: PerLoop[TokenValidator] = PerLoop(TokenValidator, TokenValidator.close)
 
 
 def get_validator(settings: Settings) -> TokenValidator:
-    global _validator
-    if _validator is None or _validator.settings is not settings:
-        with _validator_lock:
-            if _validator is None or _validator.settings is not settings:
-                if _validator is not None:
-                    _validator.close()
-                _validator = TokenValidator(settings)
-    return _validator
+    """This event loop's token validator for these settings (its key caches and HTTP client are
+    reused by every request)."""
+    return _validators.get(settings)
 
 
 def reset_validator() -> None:
-    global _validator
-    with _validator_lock:
-        if _validator is not None:
-            _validator.close()
-        _validator = None
+    _validators.reset()
 
 
 def operation(
@@ -134,7 +123,7 @@ def operation(
     role: str = "reader",
     in_connector: bool = True,
     budget_seconds: float | None = None,
-) -> Callable[[Handler], Callable[[func.HttpRequest], func.HttpResponse]]:
+) -> Callable[[Handler], Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]]:
     spec: Operation[Any] = Operation(
         operation_id=operation_id,
         summary=summary,
@@ -149,11 +138,12 @@ def operation(
         budget_seconds=budget_seconds,
     )
 
-    def decorate(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    def decorate(handler: Handler) -> Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]:
         # The Functions worker binds by parameter name, so the wrapper's only parameter is `req`
-        # (functools.wraps would expose the handler's signature through __wrapped__).
-        def trigger(req: func.HttpRequest) -> func.HttpResponse:
-            return _run(spec, handler, req)
+        # (functools.wraps would expose the handler's signature through __wrapped__). It is a
+        # coroutine function: the worker runs it on its event loop, not in its thread pool.
+        async def trigger(req: func.HttpRequest) -> func.HttpResponse:
+            return await _run(spec, handler, req)
 
         trigger.__name__ = handler.__name__
         trigger.__qualname__ = handler.__qualname__
@@ -174,14 +164,14 @@ class _Outcome:
     items: int = 0
 
 
-def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
+async def _run(spec: Operation[Any], handler: Handler, req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     request_id = clean_header_value(req.headers.get(REQUEST_ID_HEADER)) or str(uuid.uuid4())
     with request_scope(request_id):
-        return _run_scoped(spec, handler, req, request_id, started)
+        return await _run_scoped(spec, handler, req, request_id, started)
 
 
-def _run_scoped(
+async def _run_scoped(
     spec: Operation[Any], handler: Handler, req: func.HttpRequest, request_id: str, started: float
 ) -> func.HttpResponse:
     user_agent = clean_header_value(req.headers.get("x-ms-user-agent") or req.headers.get("user-agent"))
@@ -190,27 +180,16 @@ def _run_scoped(
     with request_span(spec.operation_id, req.headers, {"c4s.request_id": request_id}) as span:
         try:
             settings = get_settings()
-            # The budget runs from arrival; whatever is not done by then answers 503 instead of
-            # letting Copilot for Sales give up at 5 seconds. Storage and key fetches have their
-            # own timeouts, so the work left behind ends soon after.
+            # The budget runs from arrival; whatever is not done by then is cancelled (storage and
+            # key calls in flight included: nothing starts after the answer) and answers 503
+            # instead of letting Copilot for Sales give up at 5 seconds.
             budget = spec.budget_seconds or settings.request_budget_seconds
             remaining = budget - (time.perf_counter() - started)
-            future = submit(
-                _handler_pool(),
-                call_by,
-                started + budget,
-                _handle,
-                spec,
-                handler,
-                req,
-                request_id,
-                started,
-                settings,
-                outcome,
-            )
             try:
-                response = future.result(timeout=max(0.0, remaining))
-            except FutureTimeout:
+                async with asyncio.timeout(max(0.0, remaining)):
+                    with request_deadline(started + budget):
+                        response = await _handle(spec, handler, req, request_id, started, settings, outcome)
+            except TimeoutError:
                 raise ServiceUnavailable(
                     "The service could not answer in time; retry shortly.",
                     retry_after=2,
@@ -240,7 +219,7 @@ def _run_scoped(
     return response
 
 
-def _handle(
+async def _handle(
     spec: Operation[Any],
     handler: Handler,
     req: func.HttpRequest,
@@ -251,7 +230,7 @@ def _handle(
 ) -> func.HttpResponse:
     """Token, throttle, inputs, handler: every failure becomes an ApiError response."""
     try:
-        principal = get_validator(settings).validate(req.headers.get("Authorization"), role=spec.role)
+        principal = await get_validator(settings).validate(req.headers.get("Authorization"), role=spec.role)
         outcome.tenant, outcome.version = principal.tenant_id, principal.version
         wait = get_throttle(settings).retry_after(f"{spec.role}:{principal.tenant_id}")
         if wait is not None:
@@ -268,7 +247,7 @@ def _handle(
             started=started,
         )
         inputs = _parse_inputs(spec, req, settings)
-        result = handler(ctx, inputs)
+        result = await handler(ctx, inputs)
         if isinstance(result, Page):
             outcome.items = len(result.value)
         headers = {REQUEST_ID_HEADER: request_id}
@@ -288,24 +267,14 @@ def _handle(
         return _error_response(InternalServerError(), request_id)
 
 
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_throttle_lock = threading.Lock()
 _throttle: TenantThrottle | None = None
-
-
-def _handler_pool() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="request")
-    return _pool
 
 
 def get_throttle(settings: Settings) -> TenantThrottle:
     global _throttle
     if _throttle is None or _throttle.per_minute != settings.throttle_requests_per_minute:
-        with _pool_lock:
+        with _throttle_lock:
             if _throttle is None or _throttle.per_minute != settings.throttle_requests_per_minute:
                 _throttle = TenantThrottle(settings.throttle_requests_per_minute)
     return _throttle
@@ -313,7 +282,7 @@ def get_throttle(settings: Settings) -> TenantThrottle:
 
 def reset_throttle() -> None:
     global _throttle
-    with _pool_lock:
+    with _throttle_lock:
         _throttle = None
 
 

@@ -35,7 +35,7 @@ def to_item(ctx: RequestContext, point: ExtensionPoint, doc: StoredDocument) -> 
     return item
 
 
-def record_page(
+async def record_page(
     ctx: RequestContext,
     point: ExtensionPoint,
     query: Any,
@@ -43,7 +43,7 @@ def record_page(
 ) -> Page[Any]:
     """The page of one CRM record's documents for a GET operation with the common inputs
     (recordType, recordId, crmType, crmOrgUrl, top, skip)."""
-    docs, more = ctx.store.read_page(
+    docs, more = await ctx.store.read_page(
         ctx.tenant,
         point.name,
         RecordRef.record(query.recordType, query.recordId),
@@ -62,7 +62,7 @@ class Candidate:
     record_attached: bool
 
 
-def gather(
+async def gather(
     ctx: RequestContext,
     point: ExtensionPoint,
     records: list[RecordRef],
@@ -79,7 +79,7 @@ def gather(
     # contact partition is always enough.
     refs = [*records, *contacts]
     limits = [wanted] * len(records) + [2 * wanted - 1] * len(contacts)
-    parts = ctx.store.read_many(ctx.tenant, point.name, refs, scope, limits)
+    parts = await ctx.store.read_many(ctx.tenant, point.name, refs, scope, limits)
     seen: set[str] = set()
     ranked: list[Candidate] = []
     for group, found in ((True, parts[: len(records)]), (False, parts[len(records) :])):

@@ -19,25 +19,24 @@ to its own; writers only write the current one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import itertools
 import json
 import math
 import os
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from shared.context import submit
 from shared.deadline import current_deadline
 from shared.documents import InsightDocument
 from shared.errors import ServiceUnavailable
+from shared.loopbound import PerLoop
 from shared.models import format_utc
 
 if TYPE_CHECKING:
@@ -217,86 +216,93 @@ class Scope:
     now: datetime | None = None
 
 
-@dataclass(order=True)
-class _Waiter:
-    deadline: float
-    seq: int
-    granted: threading.Event = field(compare=False, default_factory=threading.Event)
-
-
 class ReadGate:
-    """At most `limit` storage reads in flight from this process (0: no limit); the others wait,
-    earliest request deadline first (arrival order among equals).
+    """At most `limit` storage reads in flight from this process's event loop (0: no limit); the
+    others wait, earliest request deadline first (arrival order among equals).
 
     A saturated store serves concurrent requests unevenly: some wait many times the average while
     others pass, and those miss the answer budget. Queued here instead, every request waits about
-    the average, the oldest goes next, and one whose deadline passes while it waits gives up
-    without ever reaching the store (503, as if the store were slow)."""
+    the average and the oldest goes next. A read whose deadline has passed is never admitted: it
+    is answered 503 at once, and a waiter whose request is cancelled at its deadline leaves the
+    queue (or passes on a slot it was just handed) without reaching the store."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._busy = 0
-        self._waiting: list[_Waiter] = []
-        self._lock = threading.Lock()
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
         if self.limit <= 0:
+            _admit_only_in_time()
             yield
             return
-        self._acquire()
+        await self._acquire()
         try:
             yield
         finally:
-            self._release()
+            self._hand_over()
 
     @property
     def in_flight(self) -> int:
         return self._busy
 
-    def _acquire(self) -> None:
-        at = current_deadline()
-        with self._lock:
-            if self._busy < self.limit and not self._waiting:
-                self._busy += 1
-                return
-            waiter = _Waiter(math.inf if at is None else at, next(self._seq))
-            heapq.heappush(self._waiting, waiter)
-        timeout = None if at is None else max(0.0, at - time.perf_counter())
-        if waiter.granted.wait(timeout):
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def _acquire(self) -> None:
+        _admit_only_in_time()
+        if self._busy < self.limit and not self._waiting:
+            self._busy += 1
             return
-        with self._lock:
-            if waiter.granted.is_set():
-                self._hand_over()  # granted as the wait ran out: pass the slot on, unused
+        at = current_deadline()
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (math.inf if at is None else at, next(self._seq), granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._hand_over()  # handed a slot as it was cancelled: pass it on, unused
             else:
-                self._waiting.remove(waiter)
+                self._waiting = [w for w in self._waiting if w[2] is not granted]
                 heapq.heapify(self._waiting)
+            raise
+        _admit_only_in_time(release=self)
+
+    def _hand_over(self) -> None:
+        while self._waiting:
+            _, _, granted = heapq.heappop(self._waiting)
+            if not granted.done():
+                granted.set_result(None)  # the slot changes hands; _busy stays
+                return
+        self._busy -= 1
+
+
+def _admit_only_in_time(release: ReadGate | None = None) -> None:
+    """A read whose request is past its deadline never starts (its slot, if it holds one, goes on)."""
+    at = current_deadline()
+    if at is not None and time.perf_counter() >= at:
+        if release is not None:
+            release._hand_over()
         raise ServiceUnavailable(
             "The service could not answer in time; retry shortly.",
             retry_after=2,
-            log_detail="the request budget ran out waiting for a storage read slot (STORAGE_MAX_CONCURRENT_READS)",
+            log_detail="the request budget ran out before a storage read could start",
         )
-
-    def _release(self) -> None:
-        with self._lock:
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        if self._waiting:
-            heapq.heappop(self._waiting).granted.set()  # the slot changes hands; _busy stays
-        else:
-            self._busy -= 1
 
 
 class InsightsStore:
+    """Reads and writes of insight documents, through one async table client."""
+
     def __init__(self, table_client: Any, max_concurrent_reads: int = 0) -> None:
         self._table = table_client
         self.gate = ReadGate(max_concurrent_reads)
 
     # ---- reads -------------------------------------------------------------------------------
 
-    def iter_documents(
+    async def iter_documents(
         self,
         tenant: str,
         point: str,
@@ -304,7 +310,7 @@ class InsightsStore:
         scope: Scope,
         window: WindowBounds = WindowBounds(),
         page_size: int = 100,
-    ) -> Iterator[StoredDocument]:
+    ) -> AsyncGenerator[StoredDocument]:
         """The partition's visible documents, newest first, fetched lazily page by page."""
         low, high = window.row_range()
         now = format_utc(scope.now or datetime.now(UTC))
@@ -332,17 +338,36 @@ class InsightsStore:
         ).by_page()
         while True:
             # one round trip per page, each inside a read slot
-            with self.gate.slot():
+            async with self.gate.slot():
                 try:
-                    entities = list(next(pages))
-                except StopIteration:
+                    page = await anext(pages)
+                    entities = [entity async for entity in page]
+                except StopAsyncIteration:
                     return
                 except Exception as exc:
                     raise _unavailable(exc) from exc
             for entity in entities:
                 yield StoredDocument.from_entity(entity)
 
-    def read_page(
+    async def first(
+        self,
+        tenant: str,
+        point: str,
+        ref: RecordRef,
+        scope: Scope,
+        limit: int,
+        window: WindowBounds = WindowBounds(),
+    ) -> list[StoredDocument]:
+        """The partition's first `limit` visible documents."""
+        found: list[StoredDocument] = []
+        async with contextlib.aclosing(self.iter_documents(tenant, point, ref, scope, window, limit)) as docs:
+            async for doc in docs:
+                found.append(doc)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def read_page(
         self,
         tenant: str,
         point: str,
@@ -353,36 +378,17 @@ class InsightsStore:
         window: WindowBounds = WindowBounds(),
     ) -> tuple[list[StoredDocument], bool]:
         """One page and whether anything lies past it: reads at most skip + top + 1 documents."""
-        wanted = skip + top + 1
-        found: list[StoredDocument] = []
-        for doc in self.iter_documents(tenant, point, ref, scope, window, page_size=wanted):
-            found.append(doc)
-            if len(found) >= wanted:
-                break
+        found = await self.first(tenant, point, ref, scope, skip + top + 1, window)
         return found[skip : skip + top], len(found) > skip + top
 
-    def read_many(
+    async def read_many(
         self, tenant: str, point: str, refs: Sequence[RecordRef], scope: Scope, limits: Sequence[int]
     ) -> list[list[StoredDocument]]:
         """The first `limits[i]` visible documents of each partition `refs[i]`, read concurrently."""
-        if not refs:
-            return []
+        reads = [self.first(tenant, point, ref, scope, limit) for ref, limit in zip(refs, limits, strict=True)]
+        return list(await asyncio.gather(*reads))
 
-        def first(ref: RecordRef, limit: int) -> list[StoredDocument]:
-            found = []
-            for doc in self.iter_documents(tenant, point, ref, scope, page_size=limit):
-                found.append(doc)
-                if len(found) >= limit:
-                    break
-            return found
-
-        # the first partition in this thread, the others alongside it (with this request's
-        # context: its deadline orders their turn at the read gate, its lines stay its own)
-        others = [submit(_executor(), first, ref, limit) for ref, limit in zip(refs[1:], limits[1:], strict=True)]
-        head = first(refs[0], limits[0])
-        return [head, *(future.result() for future in others)]
-
-    def ping(self, timeout: float = 1.0) -> None:
+    async def ping(self, timeout: float = 1.0) -> None:
         """One cheap round trip with no retry: proves the table answers within `timeout`."""
         try:
             pages = self._table.query_entities(
@@ -393,16 +399,17 @@ class InsightsStore:
                 read_timeout=timeout,
                 retry_total=0,
             )
-            next(iter(pages), None)
+            async for _ in pages:
+                break
         except Exception as exc:
             raise _unavailable(exc) from exc
 
     # ---- writes ------------------------------------------------------------------------------
 
-    def existing(self, pk: str) -> dict[str, IndexEntry]:
+    async def existing(self, pk: str) -> dict[str, IndexEntry]:
         """Where each document of a partition sits now (its RowKey) and its copy elsewhere."""
         found: dict[str, IndexEntry] = {}
-        for entity in self._table.query_entities(
+        async for entity in self._table.query_entities(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
             parameters={"pk": pk, "lo": "d|", "hi": "d}"},
             select=["RowKey", "Id", "Twin"],
@@ -410,11 +417,11 @@ class InsightsStore:
             found[entity["Id"]] = IndexEntry(entity["RowKey"], entity.get("Twin") or "")
         return found
 
-    def existing_between(self, first_pk: str, last_pk: str) -> dict[str, dict[str, IndexEntry]]:
+    async def existing_between(self, first_pk: str, last_pk: str) -> dict[str, dict[str, IndexEntry]]:
         """`existing` for every partition from `first_pk` to `last_pk` in one range query: a bulk
         load of neighbouring partitions asks once instead of once a partition."""
         found: dict[str, dict[str, IndexEntry]] = {}
-        for entity in self._table.query_entities(
+        async for entity in self._table.query_entities(
             "PartitionKey ge @first and PartitionKey le @last and RowKey ge @lo and RowKey lt @hi",
             parameters={"first": first_pk, "last": last_pk, "lo": "d|", "hi": "d}"},
             select=["PartitionKey", "RowKey", "Id", "Twin"],
@@ -424,7 +431,7 @@ class InsightsStore:
             )
         return found
 
-    def write_partition(
+    async def write_partition(
         self, pk: str, documents: Sequence[InsightDocument], current: dict[str, IndexEntry] | None = None
     ) -> list[ChunkResult]:
         """Upsert documents that share one partition (`current`: what `existing` says of it).
@@ -437,7 +444,7 @@ class InsightsStore:
         for doc in documents:
             latest[doc.id] = doc  # the last of duplicates in one batch wins, like a re-run would
         if current is None:
-            current = self.existing(pk)
+            current = await self.existing(pk)
         chunks: list[tuple[list[str], list[tuple[Any, ...]]]] = [([], [])]
         stale_twins: dict[str, list[str]] = {}
         for doc_id, doc in latest.items():
@@ -455,12 +462,12 @@ class InsightsStore:
             if not ops:
                 continue
             try:
-                self._table.submit_transaction(ops)
+                await self._table.submit_transaction(ops)
                 results.append(ChunkResult(pk, ids, None))
             except Exception as exc:  # noqa: BLE001 - reported per chunk, the rest still written
                 results.append(ChunkResult(pk, ids, f"{type(exc).__name__}: {str(exc)[:200]}"))
         for twin_pk, ids in stale_twins.items():
-            self.delete_ids(twin_pk, ids, cascade=False)
+            await self.delete_ids(twin_pk, ids, cascade=False)
         return results
 
     @staticmethod
@@ -494,40 +501,38 @@ class InsightsStore:
 
     # ---- deletes -----------------------------------------------------------------------------
 
-    def delete_ids(self, pk: str, ids: Sequence[str], cascade: bool = True) -> int:
+    async def delete_ids(self, pk: str, ids: Sequence[str], cascade: bool = True) -> int:
         """Delete documents by id from one partition (and, with `cascade`, their copy in the
         partition of their other attachment). Returns how many were found and deleted here."""
         wanted = set(ids)
-        found = {doc_id: entry for doc_id, entry in self.existing(pk).items() if doc_id in wanted}
-        self._delete_rows(pk, [entry.sk for entry in found.values()])
+        found = {doc_id: entry for doc_id, entry in (await self.existing(pk)).items() if doc_id in wanted}
+        await self._delete_rows(pk, [entry.sk for entry in found.values()])
         if cascade:
-            twins: dict[str, list[str]] = {}
-            for doc_id, entry in found.items():
-                if entry.twin:
-                    twins.setdefault(entry.twin, []).append(doc_id)
-            for twin_pk, twin_ids in twins.items():
-                self.delete_ids(twin_pk, twin_ids, cascade=False)
+            await self._delete_twins(found)
         return len(found)
 
-    def delete_partition(self, pk: str) -> int:
+    async def delete_partition(self, pk: str) -> int:
         """Delete every document of one partition, and their copies elsewhere."""
-        found = self.existing(pk)
-        self._delete_rows(pk, [entry.sk for entry in found.values()])
+        found = await self.existing(pk)
+        await self._delete_rows(pk, [entry.sk for entry in found.values()])
+        await self._delete_twins(found)
+        return len(found)
+
+    async def _delete_twins(self, found: dict[str, IndexEntry]) -> None:
         twins: dict[str, list[str]] = {}
         for doc_id, entry in found.items():
             if entry.twin:
                 twins.setdefault(entry.twin, []).append(doc_id)
         for twin_pk, ids in twins.items():
-            self.delete_ids(twin_pk, ids, cascade=False)
-        return len(found)
+            await self.delete_ids(twin_pk, ids, cascade=False)
 
-    def delete_tenant(self, tenant: str) -> int:
+    async def delete_tenant(self, tenant: str) -> int:
         """Delete everything stored for a tenant: every partition whose key starts with it (a
         PartitionKey range, not a table scan). Returns the number of documents deleted."""
         prefix = _enc(tenant) + "|"
         by_partition: dict[str, list[str]] = {}
         documents = 0
-        for entity in self._table.query_entities(
+        async for entity in self._table.query_entities(
             "PartitionKey ge @lo and PartitionKey lt @hi",
             parameters={"lo": prefix, "hi": _enc(tenant) + "}"},
             select=["PartitionKey", "RowKey"],
@@ -535,16 +540,16 @@ class InsightsStore:
             by_partition.setdefault(entity["PartitionKey"], []).append(entity["RowKey"])
             documents += entity["RowKey"].startswith("d|")
         for pk, rows in by_partition.items():
-            self._delete_rows(pk, rows)
+            await self._delete_rows(pk, rows)
         return documents
 
-    def purge_expired(self, now: datetime | None = None) -> int:
+    async def purge_expired(self, now: datetime | None = None) -> int:
         """Delete every document whose `expiresAt` has passed (a maintenance scan of the table;
         readers never see expired documents in the meantime)."""
         cutoff = format_utc(now or datetime.now(UTC))
         by_partition: dict[str, list[str]] = {}
         documents = 0
-        for entity in self._table.query_entities(
+        async for entity in self._table.query_entities(
             "Exp gt @empty and Exp le @cutoff",
             parameters={"empty": "", "cutoff": cutoff},
             select=["PartitionKey", "RowKey"],
@@ -552,81 +557,74 @@ class InsightsStore:
             by_partition.setdefault(entity["PartitionKey"], []).append(entity["RowKey"])
             documents += 1
         for pk, rows in by_partition.items():
-            self._delete_rows(pk, rows)
+            await self._delete_rows(pk, rows)
         return documents
 
-    def _delete_rows(self, pk: str, rows: Sequence[str]) -> None:
+    async def _delete_rows(self, pk: str, rows: Sequence[str]) -> None:
         unique = list(dict.fromkeys(rows))
         for start in range(0, len(unique), _MAX_TRANSACTION):
             ops = [("delete", {"PartitionKey": pk, "RowKey": row}) for row in unique[start : start + _MAX_TRANSACTION]]
-            self._table.submit_transaction(ops)
+            await self._table.submit_transaction(ops)
 
     # ---- export and statistics ----------------------------------------------------------------
 
-    def iter_entities(
+    async def iter_entities(
         self, tenant: str | None = None, partitions: Sequence[str] | None = None
-    ) -> Iterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any]]:
         """Document rows of the given partitions, of one tenant (a PartitionKey range), or of
         the whole table."""
         rows = "RowKey ge @rlo and RowKey lt @rhi"
         params: dict[str, Any] = {"rlo": "d|", "rhi": "d}"}
         if partitions is not None:
             for pk in partitions:
-                yield from self._table.query_entities(
+                async for entity in self._table.query_entities(
                     f"PartitionKey eq @pk and {rows}", parameters={**params, "pk": pk}
-                )
+                ):
+                    yield entity
             return
         if tenant is not None:
             params.update(lo=_enc(tenant) + "|", hi=_enc(tenant) + "}")
-            yield from self._table.query_entities(
+            async for entity in self._table.query_entities(
                 f"PartitionKey ge @lo and PartitionKey lt @hi and {rows}", parameters=params
-            )
+            ):
+                yield entity
             return
-        yield from self._table.query_entities(rows, parameters=params)
+        async for entity in self._table.query_entities(rows, parameters=params):
+            yield entity
 
-    def close(self) -> None:
-        self._table.close()
+    async def close(self) -> None:
+        await self._table.close()
 
-    def ensure_table(self) -> None:
+    async def ensure_table(self) -> None:
         from azure.core.exceptions import ResourceExistsError
 
         try:
-            self._table.create_table()
+            await self._table.create_table()
         except ResourceExistsError:
             pass
+
+    async def __aenter__(self) -> InsightsStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 def _unavailable(exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(log_detail=f"insights store failed: {type(exc).__name__}: {str(exc)[:300]}")
 
 
-_lock = threading.Lock()
-_store: InsightsStore | None = None
-_pool: ThreadPoolExecutor | None = None
-
-
-def _executor() -> ThreadPoolExecutor:
-    """Threads for reading several partitions of one request at once (email, file links)."""
-    global _pool
-    if _pool is None:
-        with _lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store-read")
-    return _pool
-
-
 def build_table_client(settings: Settings) -> Any:
-    """A TableClient from a connection string (Azurite, keys) or an account URL with
-    DefaultAzureCredential (managed identity in Azure).
+    """An async TableClient (aiohttp) from a connection string (Azurite, keys) or an account URL
+    with DefaultAzureCredential (managed identity in Azure).
 
     One try and one retry by default, each bounded (1 s to connect, 1.5 s to read: the
     STORAGE_* settings), so a slow or absent store is over within the request budget's reach; the
     pipeline's deadline answers 503 at the budget whatever is still running."""
-    from azure.core.pipeline.transport import RequestsTransport
-    from azure.data.tables import TableClient
+    from azure.core.pipeline.transport import AioHttpTransport
+    from azure.data.tables.aio import TableClient
 
-    # requests reads proxy settings from the whole environment on every call (about 0.5 ms
-    # each); only pay that when a proxy is actually configured.
+    # Proxy settings from the environment only when a proxy is actually configured.
     proxied = any(
         os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
     )
@@ -636,13 +634,13 @@ def build_table_client(settings: Settings) -> Any:
         "read_timeout": read,
         "retry_total": settings.storage_retries,
         "retry_backoff_factor": 0.1,
-        "transport": RequestsTransport(use_env_settings=proxied, connection_timeout=connect, read_timeout=read),
+        "transport": AioHttpTransport(use_env_settings=proxied, connection_timeout=connect, read_timeout=read),
     }
     if settings.insights_storage_connection_string:
         return TableClient.from_connection_string(
             settings.insights_storage_connection_string, table_name=settings.insights_table_name, **options
         )
-    from azure.identity import DefaultAzureCredential
+    from azure.identity.aio import DefaultAzureCredential
 
     return TableClient(
         endpoint=settings.insights_storage_account_url,
@@ -652,19 +650,17 @@ def build_table_client(settings: Settings) -> Any:
     )
 
 
+_stores: PerLoop[InsightsStore] = PerLoop(
+    lambda settings: InsightsStore(build_table_client(settings), settings.storage_max_concurrent_reads),
+    InsightsStore.close,
+)
+
+
 def get_store(settings: Settings) -> InsightsStore:
-    """The process-wide store, created on first use and reused (client creation costs time)."""
-    global _store
-    if _store is None:
-        with _lock:
-            if _store is None:
-                _store = InsightsStore(build_table_client(settings), settings.storage_max_concurrent_reads)
-    return _store
+    """This event loop's store, created on first use and reused (client creation costs time);
+    in the Functions worker, one per process."""
+    return _stores.get(settings)
 
 
 def reset_store() -> None:
-    global _store
-    with _lock:
-        if _store is not None:
-            _store.close()
-        _store = None
+    _stores.reset()

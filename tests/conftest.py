@@ -3,12 +3,14 @@ the app through the Functions runtime library, and no network beyond loopback.""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,16 +132,48 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_throttle()
 
 
+class LoopThread:
+    """An event loop of the tests' own, in a thread: the tests' async store lives on it (an async
+    client belongs to one loop), and synchronous test code runs coroutines there with `run`."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self._thread.start()
+
+    def run[T](self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def test_loop() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
 @dataclass
 class Service:
-    """The running product for one test: its own table, settings, an HTTP client."""
+    """The running product for one test: its own table, settings, an HTTP client, the async
+    store on the tests' own loop (`run`), and a plain synchronous client of the same table for
+    looking at the rows as they are (`table`)."""
 
     url: str
-    table: str
+    table_name: str
     authority: LocalAuthority
     client: httpx.Client
     store: InsightsStore
+    table: Any
     monkeypatch: pytest.MonkeyPatch
+    loop: LoopThread
+
+    def run[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run(coroutine)
 
     def token(self, **overrides: Any) -> str:
         claims = dict(tenant=TENANT_A, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
@@ -173,21 +207,30 @@ class Service:
             assert not errors, errors
             assert doc is not None
             valid.append(doc)
-        write_documents(self.store, valid)
+        self.run(write_documents(self.store, valid))
 
 
 @pytest.fixture
 def service(
-    azurite: Azurite, authority: LocalAuthority, devhost: DevHost, monkeypatch: pytest.MonkeyPatch
+    azurite: Azurite,
+    authority: LocalAuthority,
+    devhost: DevHost,
+    monkeypatch: pytest.MonkeyPatch,
+    test_loop: LoopThread,
 ) -> Iterator[Service]:
+    from azure.data.tables import TableClient
+
     table = "t" + uuid.uuid4().hex[:20]
     for name, value in base_env(azurite, authority.url, table).items():
         monkeypatch.setenv(name, value)
     store = InsightsStore(build_table_client(Settings()))
-    store.ensure_table()
-    with httpx.Client(base_url=devhost.base_url, timeout=10) as client:
-        yield Service(devhost.base_url, table, authority, client, store, monkeypatch)
-    store.close()
+    test_loop.run(store.ensure_table())
+    with (
+        httpx.Client(base_url=devhost.base_url, timeout=10) as client,
+        TableClient.from_connection_string(azurite.connection_string, table_name=table) as rows,
+    ):
+        yield Service(devhost.base_url, table, authority, client, store, rows, monkeypatch, test_loop)
+    test_loop.run(store.close())
 
 
 @pytest.fixture

@@ -28,9 +28,7 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 
 
 def rows(service: Service) -> list[dict[str, Any]]:
-    return sorted(
-        (dict(e) for e in service.store._table.list_entities()), key=lambda e: (e["PartitionKey"], e["RowKey"])
-    )
+    return sorted((dict(e) for e in service.table.list_entities()), key=lambda e: (e["PartitionKey"], e["RowKey"]))
 
 
 def documents(service: Service) -> int:
@@ -44,8 +42,8 @@ def test_load_export_load_round_trip_is_identical(service: Service, tmp_path: Pa
     result = cli("export", "-o", str(exported))
     assert result.returncode == 0, result.stderr
     assert "exported 31 document(s)" in result.stderr
-    service.store._table.delete_table()
-    service.store.ensure_table()
+    service.table.delete_table()
+    service.run(service.store.ensure_table())
     assert rows(service) == []
     assert cli("load", str(exported)).returncode == 0
     assert rows(service) == first
@@ -240,8 +238,8 @@ def test_an_interrupted_load_run_again_ends_in_the_same_state(service: Service, 
     lines = SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
     assert cli("load", str(SAMPLE)).returncode == 0
     complete = rows(service)
-    service.store._table.delete_table()
-    service.store.ensure_table()
+    service.table.delete_table()
+    service.run(service.store.ensure_table())
     partial = tmp_path / "first-half.jsonl"
     partial.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
     assert cli("load", str(partial)).returncode == 0  # the run that was interrupted

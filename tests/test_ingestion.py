@@ -40,9 +40,7 @@ def writer_token(service: Service, **overrides: Any) -> str:
 
 
 def rows(service: Service) -> list[dict[str, Any]]:
-    return sorted(
-        (dict(e) for e in service.store._table.list_entities()), key=lambda e: (e["PartitionKey"], e["RowKey"])
-    )
+    return sorted((dict(e) for e in service.table.list_entities()), key=lambda e: (e["PartitionKey"], e["RowKey"]))
 
 
 def highlights(service: Service, tenant: str = TENANT_A, record: str = "opp-1") -> list[str]:
@@ -325,7 +323,7 @@ def test_ingestion_is_not_in_the_connector() -> None:
 def test_an_entity_stored_by_the_first_format_is_still_read(service: Service) -> None:
     """Schema evolution: an entity as the first format (V=1) wrote it, kept as a fixture."""
     for entity in json.loads((Path(__file__).parent / "fixtures" / "entities_v1.json").read_text()):
-        service.store._table.upsert_entity(entity)
+        service.table.upsert_entity(entity)
     body = service.get(
         HIGHLIGHTS, {"recordType": "opportunity", "recordId": "fixture-opp"}, **{"Accept-Language": "fr"}
     ).json()

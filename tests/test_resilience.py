@@ -18,7 +18,6 @@ import pytest
 
 import shared.store
 from devhost.azurite import Azurite, free_port
-from shared.settings import Settings
 from tests.conftest import TENANT_A, TENANT_B, Service, attached, doc
 
 HIGHLIGHTS = "/api/enhanceskills/sales-highlights"
@@ -36,13 +35,13 @@ def test_storage_stopped_mid_run_answers_503_in_budget_and_recovers(service: Ser
     try:
         _use_storage(service, azurite.connection_string)
         service.set(REQUEST_BUDGET_SECONDS="3")
-        store = shared.store.InsightsStore(shared.store.build_table_client(Settings()))
-        store.ensure_table()
         from shared.documents import validate_document
         from shared.ingest import write_documents
+        from tools.data import with_store
 
-        write_documents(store, [validate_document(doc(id="durable"))[0]])  # type: ignore[list-item]
-        store.close()
+        durable = validate_document(doc(id="durable"))[0]
+        assert durable is not None
+        with_store(lambda store: write_documents(store, [durable]))
         assert service.get(HIGHLIGHTS, QUERY).status_code == 200
         azurite.stop()
         for _ in range(3):
@@ -121,7 +120,7 @@ def slow_storage(service: Service, azurite: Azurite) -> Iterator[DelayingProxy]:
 
 
 def test_slow_storage_the_deadline_holds(service: Service, slow_storage: DelayingProxy) -> None:
-    service.set(REQUEST_BUDGET_SECONDS="1.5", INSIGHTS_TABLE_NAME=service.table)
+    service.set(REQUEST_BUDGET_SECONDS="1.5", INSIGHTS_TABLE_NAME=service.table_name)
     started = time.monotonic()
     response = service.get(HIGHLIGHTS, QUERY, **{"x-ms-client-request-id": "slow-1"})
     elapsed = time.monotonic() - started
@@ -139,7 +138,7 @@ def test_slow_storage_the_deadline_holds(service: Service, slow_storage: Delayin
 def test_storage_timeouts_and_retries_are_settings(service: Service, slow_storage: DelayingProxy) -> None:
     """STORAGE_READ_TIMEOUT_SECONDS and STORAGE_RETRIES bound each storage call: one short try
     answers 503 long before the request budget."""
-    service.set(STORAGE_READ_TIMEOUT_SECONDS="0.3", STORAGE_RETRIES="0", INSIGHTS_TABLE_NAME=service.table)
+    service.set(STORAGE_READ_TIMEOUT_SECONDS="0.3", STORAGE_RETRIES="0", INSIGHTS_TABLE_NAME=service.table_name)
     started = time.monotonic()
     response = service.get(HIGHLIGHTS, QUERY)
     elapsed = time.monotonic() - started

@@ -1,17 +1,20 @@
 """The data commands: load, export, delete, purge-expired, stats.
 
-They write through the same validation (`shared.documents`) and the same store code the
-ingestion API uses. Long operations show a progress bar (on a terminal) and end with a summary.
+They write through the same validation (`shared.documents`) and the same async store the
+ingestion API uses, each command in one `asyncio.run` with a store (and client) of its own. Long
+operations show a progress bar (on a terminal) and end with a summary.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from tqdm import tqdm
 
@@ -21,7 +24,7 @@ from shared.points import all_points
 from shared.settings import Settings, get_settings
 from shared.store import InsightsStore, RecordRef, build_table_client, document_of, partition_key
 
-__all__ = ["batch_settings", "export", "load", "open_store", "purge_expired", "stats"]
+__all__ = ["batch_settings", "export", "load", "open_store", "purge_expired", "stats", "with_store"]
 
 # A command is batch work, not an answer Copilot waits for: a transaction of 100 rows, or a
 # page of a large table, may take longer than a request's storage call is allowed to.
@@ -40,12 +43,24 @@ def batch_settings(settings: Settings) -> Settings:
     )
 
 
-def open_store() -> InsightsStore:
+@contextlib.asynccontextmanager
+async def open_store() -> AsyncIterator[InsightsStore]:
+    """A store for batch work on this event loop, its table created if missing; closed after."""
     import extensions  # noqa: F401 - registers the extension points documents name
 
-    store = InsightsStore(build_table_client(batch_settings(get_settings())))
-    store.ensure_table()
-    return store
+    async with InsightsStore(build_table_client(batch_settings(get_settings()))) as store:
+        await store.ensure_table()
+        yield store
+
+
+def with_store[T](work: Callable[[InsightsStore], Awaitable[T]]) -> T:
+    """`work(store)` to completion, from synchronous code (a command)."""
+
+    async def run() -> T:
+        async with open_store() as store:
+            return await work(store)
+
+    return asyncio.run(run())
 
 
 def load(
@@ -77,9 +92,8 @@ def load(
     if dry_run:
         print(f"dry run: {len(good)} valid document(s), {bad} invalid; nothing written", file=out)
         return 0
-    store = open_store()
     with tqdm(total=len(good), unit="doc", desc="loading", disable=None, file=err) as bar:
-        summary = write_documents(store, good, progress=bar.update, workers=workers)
+        summary = with_store(lambda store: write_documents(store, good, progress=bar.update, workers=workers))
     failed = [f"{len(chunk.ids)} document(s) in {chunk.partition}: {chunk.error}" for chunk in summary.failed]
     for line in failed:
         print(f"failed: {line}", file=err)
@@ -104,33 +118,45 @@ def export(
 ) -> int:
     """JSONL that `load` accepts back unchanged. A document attached to a record and a contact
     is stored twice and exported once (from its record)."""
-    store = open_store()
+    import extensions  # noqa: F401 - registers the extension points a record's partitions are of
+
+    partitions = None
     if record is not None:
         assert tenant is not None
-        rows: Iterable[dict[str, Any]] = store.iter_entities(partitions=_record_partitions(tenant, record))
-    else:
-        rows = store.iter_entities(tenant=tenant)
-    count = 0
-    for entity in tqdm(rows, unit="doc", desc="exporting", disable=None, file=err):
-        if entity["PartitionKey"].split("|")[2] == "c" and entity.get("Twin"):
-            continue
-        destination.write(json.dumps(document_of(entity), ensure_ascii=False) + "\n")
-        count += 1
-    print(f"exported {count} document(s)", file=err)
+        partitions = _record_partitions(tenant, record)
+
+    async def write_out(store: InsightsStore) -> int:
+        count = 0
+        with tqdm(unit="doc", desc="exporting", disable=None, file=err) as bar:
+            async for entity in store.iter_entities(tenant=tenant, partitions=partitions):
+                bar.update()
+                if entity["PartitionKey"].split("|")[2] == "c" and entity.get("Twin"):
+                    continue
+                destination.write(json.dumps(document_of(entity), ensure_ascii=False) + "\n")
+                count += 1
+        return count
+
+    print(f"exported {with_store(write_out)} document(s)", file=err)
     return 0
 
 
 def purge_expired() -> int:
-    return open_store().purge_expired()
+    return with_store(lambda store: store.purge_expired())
 
 
 def stats(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> Counter[tuple[str, str]]:
     """Documents per tenant and extension point (each document once)."""
     counts: Counter[tuple[str, str]] = Counter()
-    for entity in tqdm(open_store().iter_entities(), unit="doc", desc="counting", disable=None, file=err):
-        if entity["PartitionKey"].split("|")[2] == "c" and entity.get("Twin"):
-            continue
-        counts[(entity["Tenant"], entity["Ep"])] += 1
+
+    async def count(store: InsightsStore) -> None:
+        with tqdm(unit="doc", desc="counting", disable=None, file=err) as bar:
+            async for entity in store.iter_entities():
+                bar.update()
+                if entity["PartitionKey"].split("|")[2] == "c" and entity.get("Twin"):
+                    continue
+                counts[(entity["Tenant"], entity["Ep"])] += 1
+
+    with_store(count)
     points = sorted(all_points())
     tenants = sorted({t for t, _ in counts})
     print(f"{'tenant':38}" + "".join(f"{p:>20}" for p in points) + f"{'total':>10}", file=out)
