@@ -14,7 +14,6 @@ from typing import Any, Literal
 import azure.functions as func
 from pydantic import BaseModel, Field, model_validator
 
-from shared.documents import validate_document
 from shared.errors import InsufficientPermissions, RequestTooLarge
 from shared.ingest import delete_documents, write_documents
 from shared.params import RequestModel
@@ -78,6 +77,8 @@ def _check_grants(ctx: RequestContext, tenants: set[str]) -> None:
     budget_seconds=WRITE_BUDGET_SECONDS,
 )
 async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertResponse:
+    from shared.documents import validate_document  # the document model: only writers need it
+
     limit = ctx.settings.ingest_max_documents
     if len(request.documents) > limit:
         raise RequestTooLarge(f"A batch may hold at most {limit} documents; split it.")

@@ -10,11 +10,14 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shared import normalize
-from shared.documents import InsightDocument
 from shared.points import all_points
 from shared.store import ChunkResult, IndexEntry, InsightsStore, RecordRef, partition_key, partition_keys
+
+if TYPE_CHECKING:
+    from shared.documents import InsightDocument
 
 __all__ = ["WriteSummary", "delete_documents", "partitions_of", "write_documents"]
 

@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from shared.deadline import current_deadline
-from shared.documents import InsightDocument
 from shared.errors import ServiceUnavailable
 from shared.loopbound import PerLoop
 from shared.models import format_utc
 
 if TYPE_CHECKING:
+    from shared.documents import InsightDocument
     from shared.settings import Settings
 
 __all__ = [
