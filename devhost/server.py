@@ -9,7 +9,9 @@ each HTTP request into one invocation request, converted the way the Functions h
   headers with an empty value are left out;
 * query values decoded; a key given more than once is one value, joined with commas; a key whose
   value is empty is left out;
-* the body as bytes, only when there is one; route parameters by name.
+* the body as bytes, only when there is one; route parameters by name;
+* the trace context of the host's own span for the invocation (a child of the caller's
+  `traceparent`), which the runtime attaches when `PYTHON_ENABLE_OPENTELEMETRY` is on.
 
 What the library answers is written back as it is (status, headers, body). A function that fails
 is an empty 500, an unknown route or a known route with another method an empty 404, as the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -141,6 +144,21 @@ def to_rpc_http(
     )
 
 
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def invocation_traceparent(incoming: str | None) -> str:
+    """The traceparent of the host's span for an invocation, which the host hands the worker:
+    a child of the caller's valid `traceparent` (same trace, same sampling flags), else the root
+    of a new, sampled trace."""
+    match = _TRACEPARENT.match((incoming or "").strip().lower())
+    if match and int(match.group(1), 16) and int(match.group(2), 16):
+        trace_id, flags = match.group(1), match.group(3)
+    else:
+        trace_id, flags = secrets.token_hex(16), "01"
+    return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+
+
 def _body_bytes(data: protos.TypedData) -> bytes:
     kind = data.WhichOneof("data")
     if kind in ("bytes", "stream"):
@@ -185,11 +203,13 @@ class _Handler(BaseHTTPRequestHandler):
         url = f"http://{self.headers.get('Host') or self.server.authority}{self.path}"
         request = to_rpc_http(self.command, url, self.headers.items(), body, params)
         binding = protos.ParameterBinding(name=route.function.trigger["name"], data=protos.TypedData(http=request))
+        traceparent = invocation_traceparent(self.headers.get("traceparent"))
+        log.debug("Executing 'Functions.%s' (traceparent %s)", route.name, traceparent)
         try:
             response = self.server.worker.invoke(
                 route.function,
                 [binding],
-                trace_parent=self.headers.get("traceparent") or "",
+                trace_parent=traceparent,
                 trace_state=self.headers.get("tracestate") or "",
                 timeout=self.server.function_timeout,
             )

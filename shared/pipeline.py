@@ -38,7 +38,7 @@ from shared.logs import RequestLogger, clean_header_value, logger, request_scope
 from shared.loopbound import PerLoop
 from shared.models import ApiError, Page
 from shared.store import InsightsStore, get_store
-from shared.telemetry import request_span, trace_id_of
+from shared.telemetry import invocation_span, trace_id_of
 from shared.throttle import TenantThrottle
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ async def _run_scoped(
     user_agent = clean_header_value(req.headers.get("x-ms-user-agent") or req.headers.get("user-agent"))
     trace_id = trace_id_of(req.headers.get("traceparent"))
     outcome = _Outcome()
-    with request_span(spec.operation_id, req.headers, {"c4s.request_id": request_id}) as span:
+    with invocation_span(spec.operation_id, req.headers, {"c4s.request_id": request_id}) as span:
         try:
             settings = get_settings()
             # The budget runs from arrival; whatever is not done by then is cancelled (storage and
@@ -203,19 +203,20 @@ async def _run_scoped(
         if span is not None:
             span.set_attribute("http.response.status_code", response.status_code)
             span.set_attribute("c4s.tenant", outcome.tenant)
-    duration_ms = (time.perf_counter() - started) * 1000
-    logger.info(
-        "request_id=%s operation=%s tenant=%s status=%d items=%d duration_ms=%.1f user_agent=%s token_version=%s%s",
-        request_id,
-        spec.operation_id,
-        outcome.tenant,
-        response.status_code,
-        outcome.items,
-        duration_ms,
-        user_agent or "-",
-        outcome.version,
-        f" trace_id={trace_id}" if trace_id else "",
-    )
+        # inside the span: the summary line is filed under the invocation's trace
+        duration_ms = (time.perf_counter() - started) * 1000
+        logger.info(
+            "request_id=%s operation=%s tenant=%s status=%d items=%d duration_ms=%.1f user_agent=%s token_version=%s%s",
+            request_id,
+            spec.operation_id,
+            outcome.tenant,
+            response.status_code,
+            outcome.items,
+            duration_ms,
+            user_agent or "-",
+            outcome.version,
+            f" trace_id={trace_id}" if trace_id else "",
+        )
     return response
 
 

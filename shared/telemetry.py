@@ -1,7 +1,14 @@
 """OpenTelemetry export to Application Insights, switched on by APPLICATIONINSIGHTS_CONNECTION_STRING.
 
-Off (and free: nothing is imported) when the variable is absent. When on, every request is a
-server span whose parent is the caller's W3C `traceparent`, when it sends one.
+Off (and free: nothing is imported) when the variable is absent. When on, it follows Microsoft's
+OpenTelemetry guidance for Python Functions: host.json sets `"telemetryMode": "OpenTelemetry"`, so
+the Functions host records each invocation as the request, and the app setting
+`PYTHON_ENABLE_OPENTELEMETRY=true` has the runtime library make the host's invocation span the
+current context before it calls the function. Our span for the invocation is then a child of it
+(kind INTERNAL: one request record per invocation, the host's, not two), and the storage calls
+(the distro's azure-core instrumentation) and key fetches (its httpx instrumentation) are children
+of ours. Without an attached
+context (that setting off), the caller's `traceparent` is the parent.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["enabled", "request_span", "trace_id_of"]
+__all__ = ["enabled", "invocation_span", "trace_id_of"]
 
 log = logging.getLogger("c4s.telemetry")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -63,16 +70,20 @@ def _configure() -> bool:
 
 
 @contextlib.contextmanager
-def request_span(name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Iterator[Any]:
-    """A server span for the request when export is on; nothing otherwise."""
+def invocation_span(name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Iterator[Any]:
+    """Our span for one invocation when export is on (None otherwise): a child of the host's
+    invocation span the runtime attached, else of the caller's `traceparent`."""
     if not enabled():
         yield None
         return
     from opentelemetry import propagate, trace
 
-    context = propagate.extract({k.lower(): v for k, v in headers.items()})
+    attached = trace.get_current_span().get_span_context().is_valid
+    context = None if attached else propagate.extract({k.lower(): v for k, v in headers.items()})
     tracer = trace.get_tracer("c4s")
-    with tracer.start_as_current_span(name, context=context, kind=trace.SpanKind.SERVER, attributes=attributes) as span:
+    with tracer.start_as_current_span(
+        name, context=context, kind=trace.SpanKind.INTERNAL, attributes=attributes
+    ) as span:
         yield span
 
 

@@ -1,5 +1,8 @@
-"""Run in its own process by test_resilience: export one request span to a loopback
-Application Insights receiver and report what arrived (only loopback sockets are allowed)."""
+"""Run in its own process by test_resilience: requests through the dev host, and so through the
+Functions runtime library with PYTHON_ENABLE_OPENTELEMETRY on (as Azure runs the app), export their
+telemetry to a loopback Application Insights receiver; report what arrived (only loopback sockets
+are allowed). Storage and identity are the parent test's (Azurite, the loopback authority); its
+settings and a token come in the environment."""
 
 import json
 import os
@@ -42,24 +45,47 @@ os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"] = (
 )
 os.environ["APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL"] = "true"
 os.environ["APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED"] = "true"  # the SDK's own settings fetch leaves the machine
+os.environ["PYTHON_ENABLE_OPENTELEMETRY"] = "true"  # the worker's switch: it attaches the host's invocation context
 sys.path.insert(0, sys.argv[1])
 import gzip
+import http.client
 import logging
 import time
+from pathlib import Path
 
-from shared import telemetry
+from devhost.server import DevHost
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 UNSAMPLED_TRACE = "0af7651916cd43dd8448eb211c80319c"
-spans = {}
-for name, headers in (
-    ("traced-by-caller", {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}),
-    ("not-traced-by-caller", {"traceparent": f"00-{UNSAMPLED_TRACE}-b7ad6b7169203331-00"}),
-    ("no-traceparent", {}),
-):
-    with telemetry.request_span(name, headers, {"c4s.request_id": name}) as span:
-        spans[name] = format(span.get_span_context().trace_id, "032x")
-        logging.getLogger("c4s.app").warning("summary line of %s", name)
+host_traceparents: list[str] = []
+
+
+class HostLog(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("Executing 'Functions."):
+            host_traceparents.append(record.getMessage().rsplit(" ", 1)[1].rstrip(")"))
+
+
+logging.getLogger().setLevel(logging.INFO)  # as Azure's proxy worker sets the root logger
+devhost_log = logging.getLogger("devhost")
+devhost_log.setLevel(logging.DEBUG)
+devhost_log.addHandler(HostLog())
+with DevHost(Path(sys.argv[1]), port=0) as host:
+    # http.client: the distro instruments httpx and urllib, whose spans would replace our traceparents
+    caller = http.client.HTTPConnection("127.0.0.1", int(host.base_url.rsplit(":", 1)[1]), timeout=30)
+    for name, headers in (
+        ("traced-by-caller", {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}),
+        ("not-traced-by-caller", {"traceparent": f"00-{UNSAMPLED_TRACE}-b7ad6b7169203331-00"}),
+        ("no-traceparent", {}),
+    ):
+        headers = {"Authorization": f"Bearer {os.environ['PROBE_TOKEN']}", "x-ms-client-request-id": name, **headers}
+        caller.request(
+            "GET", "/api/enhanceskills/sales-highlights?recordType=opportunity&recordId=opp-1", headers=headers
+        )
+        response = caller.getresponse()
+        assert response.status == 200, response.read()
+        response.read()
+    caller.close()
 
 from opentelemetry import _logs, trace
 
@@ -71,38 +97,29 @@ def envelopes() -> list[dict]:
     out = []
     for _, body in list(received):
         body = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
-        out.extend(json.loads(body))  # the exporter posts one JSON array of envelopes
+        for e in json.loads(body):  # the exporter posts one JSON array of envelopes
+            base = e["data"]["baseData"]
+            out.append(
+                {
+                    "kind": e["name"].rsplit(".", 1)[-1],
+                    "id": base.get("id"),
+                    "name": base.get("name"),
+                    "type": base.get("type"),
+                    "target": base.get("target"),
+                    "message": base.get("message"),
+                    "operation_id": e["tags"].get("ai.operation.id"),
+                    "parent_id": e["tags"].get("ai.operation.parentId"),
+                }
+            )
     return out
 
 
-def requests() -> dict[str, dict]:
-    return {
-        e["data"]["baseData"]["name"]: {
-            "operation_id": e["tags"].get("ai.operation.id"),
-            "parent_id": e["tags"].get("ai.operation.parentId"),
-        }
-        for e in envelopes()
-        if e["name"].endswith(".Request")
-    }
-
-
-def messages() -> list[str]:
-    return sorted(e["data"]["baseData"]["message"] for e in envelopes() if e["name"].endswith(".Message"))
+def summaries() -> int:
+    return sum(1 for e in envelopes() if e["kind"] == "Message" and "request_id=" in (e["message"] or ""))
 
 
 deadline = time.monotonic() + 60  # the exporter sends from its own threads
-while time.monotonic() < deadline:
-    if {"traced-by-caller", "no-traceparent"} <= requests().keys() and len(messages()) >= 3:
-        break
+while time.monotonic() < deadline and summaries() < 3:
     time.sleep(0.1)
-print(
-    json.dumps(
-        {
-            "enabled": telemetry.enabled(),
-            "trace_ids": spans,
-            "requests": requests(),
-            "messages": messages(),
-            "paths": sorted({p for p, _ in received}),
-        }
-    )
-)
+time.sleep(1)
+print(json.dumps({"host_traceparents": host_traceparents, "envelopes": envelopes()}))

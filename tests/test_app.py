@@ -71,3 +71,14 @@ def test_the_connector_reads_the_same_functions_as_the_runtime(devhost: DevHost)
     declared = {(method, path) for method, path, _ in registered_operations()}
     assert declared and declared <= served
     assert {path for _, path in served - declared} == {"api/ingest/documents", "api/ingest/delete"}
+
+
+def test_telemetry_follows_the_functions_opentelemetry_guidance() -> None:
+    """The host records each invocation (telemetryMode OpenTelemetry); the worker attaches the
+    host's invocation context for the app's spans (PYTHON_ENABLE_OPENTELEMETRY); the worker does
+    not set up a second exporter of its own (the app configures Azure Monitor once)."""
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert values["PYTHON_ENABLE_OPENTELEMETRY"] == "true"
+    assert "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY" not in values

@@ -385,16 +385,21 @@ def test_load_20000_requests_at_concurrency_32(service: Service) -> None:
     assert failures == []
 
 
-def test_telemetry_exports_the_request_span_under_the_callers_trace() -> None:
-    """With a connection string (pointing at a receiver on loopback), the request span is exported
-    to Application Insights as a child of the caller's traceparent; the caller's sampling decision
-    is honoured (the distro's default rate limiter would drop a fresh process's first spans), and
-    the log lines are exported either way."""
+def test_telemetry_files_each_invocation_under_the_hosts_span_with_its_calls_and_summary(
+    service: Service, azurite: Azurite
+) -> None:
+    """Through the dev host and the runtime library (PYTHON_ENABLE_OPENTELEMETRY on), at a
+    loopback Application Insights receiver: no request record of ours (the host's invocation is
+    the request); our span is a child of the host's invocation span, in the caller's trace; the
+    storage calls and key fetches are under our span; the summary line is filed inside it; a
+    caller that does not sample gets no spans, and every summary line is exported."""
     import subprocess
     import sys
 
+    service.load([doc(id="traced")])
     root = Path(__file__).resolve().parent.parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APPLICATIONINSIGHTS_", "PYTHON_"))}
+    env.update(PROBE_TOKEN=service.token())
     result = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "telemetry_probe.py"), str(root)],
         capture_output=True,
@@ -402,17 +407,45 @@ def test_telemetry_exports_the_request_span_under_the_callers_trace() -> None:
         timeout=120,
         env=env,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["enabled"] is True
-    assert report["trace_ids"]["traced-by-caller"] == "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert report["requests"] == {
-        "traced-by-caller": {"operation_id": "4bf92f3577b34da6a3ce929d0e0e4736", "parent_id": "00f067aa0ba902b7"},
-        "no-traceparent": {"operation_id": report["trace_ids"]["no-traceparent"], "parent_id": None},
-    }, (report, result.stderr[-2000:])
-    assert report["messages"] == [
-        "summary line of no-traceparent",
-        "summary line of not-traced-by-caller",
-        "summary line of traced-by-caller",
+    envelopes = report["envelopes"]
+    by_id = {e["id"]: e for e in envelopes if e["id"]}
+
+    def ancestors(e: dict[str, Any]) -> list[str]:
+        chain = []
+        while e["parent_id"] in by_id:
+            chain.append(e["parent_id"])
+            e = by_id[e["parent_id"]]
+        return [*chain, e["parent_id"]]
+
+    assert not [e for e in envelopes if e["kind"] == "Request"]
+    traced_host, unsampled_host, fresh_host = (tp.split("-") for tp in report["host_traceparents"])
+    assert traced_host[1] == "4bf92f3577b34da6a3ce929d0e0e4736" and traced_host[3] == "01"
+    assert unsampled_host[3] == "00"
+    ours = {
+        e["operation_id"]: e
+        for e in envelopes
+        if e["kind"] == "RemoteDependency" and e["name"] == "scp-get-sales-highlights"
+    }
+    assert set(ours) == {traced_host[1], fresh_host[1]}  # the unsampled one is not recorded
+    for host in (traced_host, fresh_host):
+        span = ours[host[1]]
+        assert span["type"] == "InProc" and span["parent_id"] == host[2]
+        calls = [
+            e for e in envelopes if e["kind"] == "RemoteDependency" and e["operation_id"] == host[1] and e is not span
+        ]
+        storage = [e for e in calls if f":{azurite.port}" in (e["target"] or "") + (e["name"] or "")]
+        assert storage, calls
+        assert all(span["id"] in ancestors(e) for e in calls)
+        summary = next(e for e in envelopes if e["kind"] == "Message" and e["operation_id"] == host[1])
+        assert "request_id=" in summary["message"] and summary["parent_id"] == span["id"]
+    authority = service.authority.url.removeprefix("http://")
+    key_fetches = [e for e in envelopes if e["target"] == authority]  # metadata and keys, on the first request
+    assert key_fetches and all(ours[traced_host[1]]["id"] in ancestors(e) for e in key_fetches)
+    summaries = [e["message"] for e in envelopes if e["kind"] == "Message" and "request_id=" in e["message"]]
+    assert sorted(m.split()[1] for m in summaries) == [
+        "request_id=no-traceparent",
+        "request_id=not-traced-by-caller",
+        "request_id=traced-by-caller",
     ]
-    assert report["paths"] == ["/v2.1/track"]
