@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
-from shared.auth import Principal, TokenValidator
 from shared.config import get_settings
 from shared.deadline import request_deadline
 from shared.errors import (
@@ -42,6 +41,7 @@ from shared.telemetry import invocation_span, trace_id_of
 from shared.throttle import TenantThrottle
 
 if TYPE_CHECKING:
+    from shared.auth import Principal, TokenValidator
     from shared.settings import Settings
 
 __all__ = ["JSON_MIMETYPE", "Operation", "RequestContext", "get_validator", "operation", "reset_validator"]
@@ -97,7 +97,17 @@ class Operation[InputT: BaseModel]:
 
 Handler = Callable[[RequestContext, Any], Awaitable[BaseModel]]
 
-_validators: PerLoop[TokenValidator] = PerLoop(TokenValidator, TokenValidator.close)
+def _new_validator(settings: Settings) -> TokenValidator:
+    from shared.auth import TokenValidator  # on the first request, not when the worker indexes the app
+
+    return TokenValidator(settings)
+
+
+async def _close_validator(validator: TokenValidator) -> None:
+    await validator.close()
+
+
+_validators: PerLoop[TokenValidator] = PerLoop(_new_validator, _close_validator)
 
 
 def get_validator(settings: Settings) -> TokenValidator:

@@ -25,7 +25,7 @@ fs = function_app.app.get_functions()
 print(len(fs))
 # what the first request needs, not the import: settings model, token and HTTP libraries; and
 # what no reader's request needs at all: the document model of the write path
-lazy = ("pydantic_settings", "jwt", "httpx", "aiohttp", "azure.data.tables", "shared.documents")
+lazy = ("pydantic_settings", "jwt", "httpx", "aiohttp", "azure.data.tables", "shared.auth", "shared.documents")
 print(sorted(m for m in lazy if m in sys.modules))
 """
 
