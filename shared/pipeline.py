@@ -97,6 +97,7 @@ class Operation[InputT: BaseModel]:
 
 Handler = Callable[[RequestContext, Any], Awaitable[BaseModel]]
 
+
 def _new_validator(settings: Settings) -> TokenValidator:
     from shared.auth import TokenValidator  # on the first request, not when the worker indexes the app
 

@@ -4,8 +4,6 @@ endpoint is what hangs. Counted at loopback proxies in front of Azurite and the 
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -16,75 +14,11 @@ from devhost.azurite import Azurite
 from shared.pipeline import get_throttle
 from shared.settings import get_settings
 from tests.conftest import TENANT_A, Service, doc
+from tests.proxies import LoopbackProxy
 
 HIGHLIGHTS = "/api/enhanceskills/sales-highlights"
 EMAIL = "/api/enhanceskills/email-insights-v2"
 QUERY = {"recordType": "opportunity", "recordId": "opp-1"}
-
-
-class CountingProxy:
-    """A TCP proxy on loopback that notes when each request starts (each chunk a client sends
-    that begins with an HTTP method) and forwards it after `delay` seconds, or never (`hang`)."""
-
-    METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ")
-
-    def __init__(self, target_port: int, delay: float = 0.0, hang: bool = False) -> None:
-        self.target_port, self.delay, self.hang = target_port, delay, hang
-        self.started: list[float] = []
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url_of(self, connection_string: str, port: int) -> str:
-        return connection_string.replace(f":{port}/", f":{self.port}/")
-
-    def started_after(self, moment: float) -> int:
-        with self._lock:
-            return sum(t > moment for t in self.started)
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self._sockets += [client, upstream]
-            threading.Thread(target=self._forward, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-
-    def _forward(self, client: socket.socket, upstream: socket.socket) -> None:
-        try:
-            while data := client.recv(65536):
-                if data.startswith(self.METHODS):
-                    with self._lock:
-                        self.started.append(time.monotonic())
-                if self.hang:
-                    self._closed.wait()
-                    return
-                time.sleep(self.delay)
-                upstream.sendall(data)
-        except OSError:
-            pass
-
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._closed.set()
-        self.server.close()
-        for s in self._sockets:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 def _bucket_taken_at(tenant: str) -> float | None:
@@ -94,9 +28,9 @@ def _bucket_taken_at(tenant: str) -> float | None:
 
 
 @pytest.fixture
-def counted_storage(service: Service, azurite: Azurite) -> Iterator[CountingProxy]:
+def counted_storage(service: Service, azurite: Azurite) -> Iterator[LoopbackProxy]:
     service.load([doc(id="kept")])
-    proxy = CountingProxy(azurite.port, hang=True)
+    proxy = LoopbackProxy(azurite.port, hang=True)
     service.set(INSIGHTS_STORAGE_CONNECTION_STRING=proxy.url_of(azurite.connection_string, azurite.port))
     shared.store.reset_store()
     yield proxy
@@ -105,7 +39,7 @@ def counted_storage(service: Service, azurite: Azurite) -> Iterator[CountingProx
 
 
 def test_storage_hanging_answers_503_in_budget_and_starts_nothing_after(
-    service: Service, counted_storage: CountingProxy
+    service: Service, counted_storage: LoopbackProxy
 ) -> None:
     # Without cancellation, the storage client would go on retrying after the answer.
     service.set(
@@ -128,7 +62,7 @@ def test_storage_hanging_answers_503_in_budget_and_starts_nothing_after(
 
 
 def test_every_concurrent_read_of_a_request_stops_at_its_deadline(
-    service: Service, counted_storage: CountingProxy
+    service: Service, counted_storage: LoopbackProxy
 ) -> None:
     service.set(REQUEST_BUDGET_SECONDS="1", STORAGE_READ_TIMEOUT_SECONDS="0.25", STORAGE_RETRIES="3")
     email = {
@@ -150,8 +84,8 @@ def test_key_endpoint_slower_than_the_budget_answers_503_and_takes_nothing_after
     # cancellation the validation would finish after the answer, take a throttle token and
     # read the storage.
     service.load([doc(id="kept")])
-    authority = CountingProxy(int(service.authority.url.rsplit(":", 1)[1]), delay=1.2)
-    storage = CountingProxy(azurite.port)
+    authority = LoopbackProxy(int(service.authority.url.rsplit(":", 1)[1]), delay=1.2)
+    storage = LoopbackProxy(azurite.port)
     try:
         service.set(
             AUTH_AUTHORITY=f"http://127.0.0.1:{authority.port}",

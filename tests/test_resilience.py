@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 import shared.store
 from devhost.azurite import Azurite, free_port
 from tests.conftest import TENANT_A, TENANT_B, Service, attached, doc
+from tests.proxies import LoopbackProxy
 
 HIGHLIGHTS = "/api/enhanceskills/sales-highlights"
 QUERY = {"recordType": "opportunity", "recordId": "opp-1"}
@@ -60,66 +60,16 @@ def test_storage_stopped_mid_run_answers_503_in_budget_and_recovers(service: Ser
         azurite.stop()
 
 
-class DelayingProxy:
-    """A TCP proxy on loopback that holds every chunk from the client for `delay` seconds."""
-
-    def __init__(self, target_port: int, delay: float) -> None:
-        self.delay = delay
-        self.target_port = target_port
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.closed = threading.Event()
-        self._count = threading.Lock()
-        self.holding = 0
-        self.peak = 0
-        """The most client chunks (requests) held at the same time."""
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pipe, args=(client, upstream, self.delay), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, 0.0), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, delay: float) -> None:
-        try:
-            while data := source.recv(65536):
-                if delay:
-                    with self._count:
-                        self.holding += 1
-                        self.peak = max(self.peak, self.holding)
-                    time.sleep(delay)
-                    with self._count:
-                        self.holding -= 1
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.closed.set()
-        self.server.close()
-
-
 @pytest.fixture
-def slow_storage(service: Service, azurite: Azurite) -> Iterator[DelayingProxy]:
+def slow_storage(service: Service, azurite: Azurite) -> Iterator[LoopbackProxy]:
     service.load([doc(id="slow")])
-    proxy = DelayingProxy(azurite.port, delay=4.0)
-    _use_storage(service, azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/"))
+    proxy = LoopbackProxy(azurite.port, delay=4.0)
+    _use_storage(service, proxy.url_of(azurite.connection_string, azurite.port))
     yield proxy
     proxy.close()
 
 
-def test_slow_storage_the_deadline_holds(service: Service, slow_storage: DelayingProxy) -> None:
+def test_slow_storage_the_deadline_holds(service: Service, slow_storage: LoopbackProxy) -> None:
     service.set(REQUEST_BUDGET_SECONDS="1.5", INSIGHTS_TABLE_NAME=service.table_name)
     started = time.monotonic()
     response = service.get(HIGHLIGHTS, QUERY, **{"x-ms-client-request-id": "slow-1"})
@@ -135,7 +85,7 @@ def test_slow_storage_the_deadline_holds(service: Service, slow_storage: Delayin
     assert 1.4 < elapsed < 2.0
 
 
-def test_storage_timeouts_and_retries_are_settings(service: Service, slow_storage: DelayingProxy) -> None:
+def test_storage_timeouts_and_retries_are_settings(service: Service, slow_storage: LoopbackProxy) -> None:
     """STORAGE_READ_TIMEOUT_SECONDS and STORAGE_RETRIES bound each storage call: one short try
     answers 503 long before the request budget."""
     service.set(STORAGE_READ_TIMEOUT_SECONDS="0.3", STORAGE_RETRIES="0", INSIGHTS_TABLE_NAME=service.table_name)
@@ -152,9 +102,9 @@ def test_storage_reads_in_flight_are_bounded(service: Service, azurite: Azurite,
     """STORAGE_MAX_CONCURRENT_READS: concurrent requests queue for storage instead of all
     reaching it at once (0: no bound). Every request still gets its answer."""
     service.load([doc(id="gated")])
-    proxy = DelayingProxy(azurite.port, delay=0.3)
+    proxy = LoopbackProxy(azurite.port, delay=0.3)
     try:
-        _use_storage(service, azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/"))
+        _use_storage(service, proxy.url_of(azurite.connection_string, azurite.port))
         service.set(STORAGE_MAX_CONCURRENT_READS=limit, STORAGE_READ_TIMEOUT_SECONDS="3")
         shared.store.reset_store()
         token = service.token()
@@ -173,7 +123,7 @@ def test_storage_reads_in_flight_are_bounded(service: Service, azurite: Azurite,
         shared.store.reset_store()
 
 
-def test_default_budget_answers_before_copilot_gives_up(service: Service, slow_storage: DelayingProxy) -> None:
+def test_default_budget_answers_before_copilot_gives_up(service: Service, slow_storage: LoopbackProxy) -> None:
     started = time.monotonic()
     response = service.get(HIGHLIGHTS, QUERY)
     assert response.status_code == 503
