@@ -3,9 +3,10 @@
     request id -> settings -> token -> inputs -> handler -> JSON response
                      \\_________ any failure -> ApiError, mapped in `_error_response` _/
 
-An extension point file declares its request model, item model and handler; `operation(...)`
-turns the handler into the `func.HttpRequest -> func.HttpResponse` function the Functions host
-calls, and keeps the operation's description for the connector generator.
+An extension point file declares its request model, item model and async handler;
+`operation(...)` turns the handler into the `async (func.HttpRequest) -> func.HttpResponse`
+function the Functions worker runs on its event loop, and keeps the operation's description for
+the connector generator. The whole handler runs under the request budget (`asyncio.timeout`).
 """
 
 from __future__ import annotations
