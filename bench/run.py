@@ -293,7 +293,16 @@ def startup_ms(runs: int = 9) -> dict[str, float]:
     """Medians over fresh processes: what importing the app adds once the worker has imported the
     runtime library and azure.functions (as Azure's worker has before it indexes the app), and
     the plain import of function_app.py in a bare interpreter."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INSIGHTS_", "AUTH_"))}
+    # A deployed worker loads compiled bytecode (pip compiles site-packages; the app's modules
+    # once): PYTHONDONTWRITEBYTECODE, set on some machines, would measure compiling every time.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("INSIGHTS_", "AUTH_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    # the worker-level app settings of the sample (PYTHON_*, PYDANTIC_*), as a deployment has them
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    env.update({k: str(v) for k, v in sample.items() if k.startswith(("PYTHON_", "PYDANTIC_"))})
     subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, check=True)  # compile .pyc first
 
     def probe(before: str) -> list[float]:
