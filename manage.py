@@ -252,7 +252,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     from devhost.server import DevHost
 
-    host = DevHost(ROOT, host=args.host, port=args.port, extra_routes=_preview())
+    try:
+        host = DevHost(ROOT, host=args.host, port=args.port, allow_remote=args.allow_remote)
+    except ValueError as exc:
+        raise SystemExit(f"{exc}: pass --allow-remote to do it anyway") from None
     print(f"serving {len(host.routes)} functions on {host.base_url}:")
     for route in host.routes:
         print(f"  {'/'.join(sorted(route.methods)):5} {host.base_url}/{route.template}")
@@ -574,9 +577,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=lambda a: 0)
 
     s = sub.add_parser(
-        "serve", help="serve the FunctionApp's HTTP triggers (settings from the environment or local.settings.json)"
+        "serve",
+        help="serve the FunctionApp's HTTP triggers, no preview (settings from the environment or local.settings.json)",
     )
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless --allow-remote)")
+    s.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (with a warning)")
     s.add_argument("--port", type=int, default=7071)
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)

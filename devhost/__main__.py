@@ -21,7 +21,8 @@ from devhost.worker import AttributedFormatter, WorkerError
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     parser.add_argument("--app-dir", default=".", help="the folder holding function_app.py and host.json")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless --allow-remote)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (with a warning)")
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -30,9 +31,12 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     logging.getLogger("azure").setLevel(logging.WARNING)
     try:
-        host = DevHost(Path(args.app_dir), host=args.host, port=args.port)
+        host = DevHost(Path(args.app_dir), host=args.host, port=args.port, allow_remote=args.allow_remote)
     except WorkerError as exc:
         print(f"the runtime could not load the app: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"{exc}: pass --allow-remote to do it anyway", file=sys.stderr)
         return 1
     print(f"serving {len(host.routes)} functions on {host.base_url}", flush=True)
     try:

@@ -20,6 +20,7 @@ host answers them. Nothing here calls a user function: every request goes throug
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -35,7 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from devhost import protos
 from devhost.worker import IndexedFunction, RuntimeWorker
 
-__all__ = ["DevHost", "Route", "function_timeout", "route_prefix", "routes_of", "to_rpc_http"]
+__all__ = ["DevHost", "Route", "function_timeout", "is_loopback_host", "route_prefix", "routes_of", "to_rpc_http"]
 
 log = logging.getLogger("devhost")
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +160,21 @@ def invocation_traceparent(incoming: str | None) -> str:
     return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether a bind address or a `Host` header (port included or not) names this machine only."""
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:7071
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":")[0]
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _body_bytes(data: protos.TypedData) -> bytes:
     kind = data.WhichOneof("data")
     if kind in ("bytes", "stream"):
@@ -187,6 +203,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         extra = self.server.extra_routes.get(path)
         if extra is not None:
+            # The preview mints tokens and lists records: a page on another site must not reach
+            # it through DNS rebinding, so only a request addressed to a loopback name gets in.
+            if not is_loopback_host(self.headers.get("Host") or ""):
+                self.send_bytes(403, b"the local preview answers only requests to localhost", "text/plain")
+                return
             extra(self, parts.query, body)
             return
         for route in self.server.routes:
@@ -291,7 +312,14 @@ class DevHost:
         port: int = 7071,
         prefix: str | None = None,
         extra_routes: dict[str, ExtraRoute] | None = None,
+        allow_remote: bool = False,
     ) -> None:
+        if not is_loopback_host(host):
+            if not allow_remote:
+                raise ValueError(
+                    f"refusing to serve on {host}: the dev host is for this machine (allow_remote to bind beyond it)"
+                )
+            log.warning("the dev host is serving on %s: reachable beyond this machine, with no TLS", host)
         self.worker = RuntimeWorker.start(directory)
         self.routes = routes_of(self.worker.functions, route_prefix(directory) if prefix is None else prefix)
         self._server = _Server((host, port), self.worker, self.routes, function_timeout(directory), extra_routes or {})
@@ -310,10 +338,10 @@ class DevHost:
         self._server.serve_forever()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
+        if self._thread:  # shutdown() waits for a serve_forever() that never ran otherwise
+            self._server.shutdown()
             self._thread.join(timeout=5)
+        self._server.server_close()
 
     def __enter__(self) -> DevHost:
         return self.start()

@@ -264,3 +264,50 @@ def test_the_previews_contract_copy_matches_the_contract() -> None:
     assert [op["inputs"] for op in copy["operations"].values()] == [op.inputs for op in operations]
     assert [op["outputs"] for op in copy["operations"].values()] == [op.outputs for op in operations]
     assert copy["email"] == email and copy["relatedEntity"] == entity
+
+
+def test_the_preview_answers_only_requests_to_a_loopback_name(devhost: DevHost) -> None:
+    """A page on another site cannot mint a token or list records through DNS rebinding."""
+    port = devhost.base_url.rsplit(":", 1)[1]
+    for path in ("/preview", f"/preview/api/token?tenant={SAMPLE_TENANT}", "/preview/api/tenants"):
+        refused = httpx.get(devhost.base_url + path, headers={"Host": f"attacker.example:{port}"})
+        assert refused.status_code == 403 and "eyJ" not in refused.text  # no token, no page
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert httpx.get(devhost.base_url + "/preview", headers={"Host": host}).status_code == 200
+
+
+def test_the_dev_host_binds_beyond_loopback_only_when_told(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ValueError, match=r"refusing to serve on 0\.0\.0\.0"):
+        DevHost(ROOT, host="0.0.0.0", port=0)
+    host = DevHost(ROOT, host="0.0.0.0", port=0, allow_remote=True)
+    host.stop()
+    assert any("reachable beyond this machine" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_has_no_preview(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from devhost.azurite import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INSIGHTS_", "AUTH_"))}
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("serving 8 functions")
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(base + "/preview").status_code == 404
+        assert httpx.get(base + "/preview/api/token?tenant=x").status_code == 404
+        assert httpx.get(base + "/api/diagnostics/testconnection").status_code == 401  # the functions are there
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
