@@ -15,7 +15,9 @@ each HTTP request into one invocation request, converted the way the Functions h
 
 What the library answers is written back as it is (status, headers, body). A function that fails
 is an empty 500, an unknown route or a known route with another method an empty 404, as the
-host answers them. Nothing here calls a user function: every request goes through the runtime.
+host answers them. `POST /admin/functions/{name}` runs a function without an HTTP trigger (a
+timer, say) as the host's admin API does, from this machine only. Nothing here calls a user
+function: every request goes through the runtime.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ __all__ = ["DevHost", "Route", "function_timeout", "is_loopback_host", "route_pr
 log = logging.getLogger("devhost")
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BODY = 64 * 1024 * 1024
+ADMIN_PREFIX = "admin/functions/"
+"""The host's admin API for running a function that has no HTTP trigger (a timer, say)."""
 DEFAULT_FUNCTION_TIMEOUT = 30 * 60.0
 """Flex Consumption's default functionTimeout, for a host.json that sets none."""
 
@@ -210,6 +214,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             extra(self, parts.query, body)
             return
+        if path.startswith(ADMIN_PREFIX) and self.command == "POST":
+            self._admin_invoke(unquote(path.removeprefix(ADMIN_PREFIX)), body)
+            return
         for route in self.server.routes:
             match = route.pattern.match(path)
             if match and route.allows(self.command):
@@ -217,6 +224,44 @@ class _Handler(BaseHTTPRequestHandler):
                 self._invoke(route, body, params)
                 return
         self.send_bytes(404, b"", None)
+
+    def _admin_invoke(self, name: str, body: bytes) -> None:
+        """`POST /admin/functions/{name}` as the host answers it: a non-HTTP function is run now
+        with `{"input": ...}` as its trigger's input (a timer gets a timer's payload), 202 at once.
+        Loopback only; the host asks for the master key, which the dev host does not have."""
+        if not is_loopback_host(self.headers.get("Host") or ""):
+            self.send_bytes(403, b"", None)
+            return
+        function = next((f for f in self.server.worker.functions if f.name.lower() == name.lower()), None)
+        if function is None or function.trigger.get("type") == "httpTrigger":
+            self.send_bytes(404, b"", None)
+            return
+        try:
+            payload = json.loads(body or b"{}")
+            text = str(payload.get("input", "")) if isinstance(payload, dict) else ""
+        except ValueError:
+            self.send_bytes(400, b"", None)
+            return
+        if function.trigger.get("type") == "timerTrigger":
+            data = protos.TypedData(json=json.dumps({"Schedule": {"AdjustForDST": True}, "IsPastDue": False}))
+        else:
+            data = protos.TypedData(string=text)
+        binding = protos.ParameterBinding(name=function.trigger["name"], data=data)
+        worker, timeout = self.server.worker, self.server.function_timeout
+
+        def run() -> None:
+            try:
+                response = worker.invoke(
+                    function, [binding], trace_parent=invocation_traceparent(None), timeout=timeout
+                )
+            except TimeoutError as exc:
+                log.error("Executed 'Functions.%s' (Failed): %s", function.name, exc)
+                return
+            if response.result.status != protos.StatusResult.Success:
+                log.error("Executed 'Functions.%s' (Failed): %s", function.name, response.result.exception.message)
+
+        threading.Thread(target=run, name=f"admin-{function.name}", daemon=True).start()
+        self.send_bytes(202, b"", None)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 

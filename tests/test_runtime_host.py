@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +45,11 @@ def echo(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="fails", methods=["GET"])
 def fails(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("the function failed on purpose")
+
+
+@app.timer_trigger(schedule="0 0 3 * * *", arg_name="timer", run_on_startup=False)
+def nightly(timer: func.TimerRequest) -> None:
+    logging.getLogger("app").warning("nightly ran, past due %s", timer.past_due)
 
 
 @app.route(route="logs", methods=["GET"])
@@ -113,7 +119,7 @@ def echo_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHost]:
     process = _devhost_process(app_dir, log_file)
     assert process.stdout is not None
     first = process.stdout.readline()
-    assert first.startswith("serving 3 functions on http://127.0.0.1:"), first + log_file.read_text()
+    assert first.startswith("serving 3 functions on http://127.0.0.1:"), first + log_file.read_text()  # of 4: one timer
     host = AppHost(process, log_file, first.rsplit(" ", 1)[1].strip())
     yield host
     if host.process.poll() is None:
@@ -201,6 +207,22 @@ def test_unknown_routes_and_other_methods_are_empty_404s(echo_host: AppHost) -> 
 def test_a_function_that_raises_is_an_empty_500(echo_host: AppHost) -> None:
     response = httpx.get(f"{echo_host.url}/v1/fails")
     assert (response.status_code, response.content) == (500, b"")
+
+
+def test_the_admin_api_runs_a_timer_function_through_the_runtime(echo_host: AppHost) -> None:
+    admin = f"{echo_host.url}/admin/functions/nightly"
+    refused = httpx.post(admin, json={"input": ""}, headers={"Host": "attacker.example"})
+    assert refused.status_code == 403
+    assert httpx.post(f"{echo_host.url}/admin/functions/logs", json={"input": ""}).status_code == 404  # HTTP
+    assert httpx.post(f"{echo_host.url}/admin/functions/nothing", json={"input": ""}).status_code == 404
+    accepted = httpx.post(admin, json={"input": ""})
+    assert (accepted.status_code, accepted.content) == (202, b"")
+    deadline = time.monotonic() + 10
+    while "nightly ran" not in echo_host.log_file.read_text():
+        assert time.monotonic() < deadline, echo_host.log_file.read_text()
+        time.sleep(0.05)
+    line = next(x for x in echo_host.log_file.read_text().splitlines() if "nightly ran" in x)
+    assert line.startswith("[nightly ") and line.endswith("past due False")
 
 
 def test_only_records_of_the_invocations_own_thread_are_tied_to_it(echo_host: AppHost) -> None:
