@@ -217,8 +217,11 @@ def cmd_azurite(args: argparse.Namespace) -> int:
     from devhost.azurite import Azurite
 
     location = None if args.in_memory else LOCAL / "azurite"
-    azurite = Azurite(port=args.port, location=location).start()
+    blob_port = None if args.no_blob else args.blob_port
+    azurite = Azurite(port=args.port, location=location, blob_port=blob_port).start()
     print(f"Azurite Table service on 127.0.0.1:{azurite.port}")
+    if blob_port is not None:
+        print(f"Azurite Blob service on 127.0.0.1:{blob_port} (AzureWebJobsStorage=UseDevelopmentStorage=true)")
     try:
         _wait_forever()
     finally:
@@ -590,8 +593,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=7072)
     s.set_defaults(func=cmd_authority)
 
-    s = sub.add_parser("azurite", help="run Azurite's Table service")
+    s = sub.add_parser("azurite", help="run Azurite's Table and Blob services")
     s.add_argument("--port", type=int, default=10002)
+    s.add_argument("--blob-port", type=int, default=10000, help="the Blob service (a timer trigger's host storage)")
+    s.add_argument("--no-blob", action="store_true", help="the Table service only")
     s.add_argument("--in-memory", action="store_true")
     s.set_defaults(func=cmd_azurite)
 

@@ -1,4 +1,6 @@
-"""Start and stop Azurite's Table service (npm package `azurite`, installed by `manage.py`)."""
+"""Start and stop Azurite (npm package `azurite`, installed by `manage.py`): its Table service,
+and on request its Blob service too (what `AzureWebJobsStorage` needs for a timer trigger under
+`func start`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ __all__ = ["ACCOUNT", "KEY", "Azurite", "connection_string"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "node_modules" / ".bin" / "azurite-table"
+BLOB_BIN = ROOT / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's well-known development account (public, documented; not a secret).
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -32,64 +35,80 @@ def free_port() -> int:
 
 
 class Azurite:
-    """An Azurite Table service on loopback. `location=None` keeps data in memory."""
+    """An Azurite Table service on loopback, and a Blob service when `blob_port` is given.
+    `location=None` keeps data in memory."""
 
-    def __init__(self, port: int | None = None, location: Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        location: Path | None = None,
+        host: str = "127.0.0.1",
+        blob_port: int | None = None,
+    ) -> None:
         self.host = host
         self.port = port or free_port()
+        self.blob_port = blob_port
         self.location = location
         self.process: subprocess.Popen[bytes] | None = None
+        self.blob_process: subprocess.Popen[bytes] | None = None
 
     @property
     def connection_string(self) -> str:
         return connection_string(self.port, self.host)
 
     def start(self, timeout: float = 30.0) -> Azurite:
-        if not BIN.exists():
-            raise RuntimeError(f"{BIN} is missing: run `python3 manage.py setup` (npm install) first")
-        args = [
-            str(BIN),
-            "--tableHost",
-            self.host,
-            "--tablePort",
-            str(self.port),
-            "--skipApiVersionCheck",
-            "--disableProductStyleUrl",
-        ]
+        self.process = self._spawn(BIN, "table", self.port)
+        if self.blob_port is not None:
+            self.blob_process = self._spawn(BLOB_BIN, "blob", self.blob_port)
+        deadline = time.monotonic() + timeout
+        for process, port in ((self.process, self.port), (self.blob_process, self.blob_port)):
+            if process is not None and port is not None:
+                self._wait_for(process, port, deadline, timeout)
+        return self
+
+    def _spawn(self, binary: Path, service: str, port: int) -> subprocess.Popen[bytes]:
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing: run `python3 manage.py setup` (npm install) first")
+        args = [str(binary), f"--{service}Host", self.host, f"--{service}Port", str(port), "--skipApiVersionCheck"]
+        if service == "table":
+            args.append("--disableProductStyleUrl")
         if self.location is None:
             args.append("--inMemoryPersistence")
         else:
             self.location.mkdir(parents=True, exist_ok=True)
             args += ["--location", str(self.location)]
-        self.process = subprocess.Popen(
+        return subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT
         )
-        deadline = time.monotonic() + timeout
+
+    def _wait_for(self, process: subprocess.Popen[bytes], port: int, deadline: float, timeout: float) -> None:
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"azurite exited with {self.process.returncode} (is port {self.port} taken?)")
+            if process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"azurite exited with {process.returncode} (is port {port} taken?)")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
+                with socket.create_connection((self.host, port), timeout=0.5):
+                    return
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"azurite did not answer on {self.host}:{self.port} within {timeout:.0f}s")
+        raise RuntimeError(f"azurite did not answer on {self.host}:{port} within {timeout:.0f}s")
 
     def stop(self) -> None:
         """SIGINT first: Azurite flushes its on-disk data on SIGINT, not on SIGTERM."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
+        for process in (self.process, self.blob_process):
+            if process is None or process.poll() is not None:
                 continue
+            for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    process.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
 
     def __enter__(self) -> Azurite:
         return self.start()
