@@ -185,6 +185,13 @@ class InsightDocument(BaseModel):
             raise ValueError(f"dateTime is required for {point.name} documents")
         if point.datetime_field and point.datetime_field in self.fields:
             raise ValueError(f"fields.{point.datetime_field} goes in the top-level dateTime")
+        from shared.store import MAX_KEY_LENGTH, oversized_keys
+
+        for field, length in oversized_keys(self):
+            raise ValueError(
+                f"{field}: makes a table key of {length} characters once encoded (non-ASCII characters "
+                f"take up to 12); at most {MAX_KEY_LENGTH}"
+            )
         _check_item(point, self.fields, self.dateTime, "fields")
         for tag, overlay in self.localized.items():
             extra = set(overlay) - point.localizable
@@ -239,7 +246,8 @@ def validate_document(data: object) -> tuple[InsightDocument | None, list[Docume
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "document"
             msg = err["msg"].removeprefix("Value error, ")
-            if not err["loc"] and ": " in msg and msg.split(": ", 1)[0].startswith(("fields", "localized")):
+            named = msg.split(": ", 1)[0] if ": " in msg else ""
+            if not err["loc"] and (named.startswith(("fields", "localized")) or named in InsightDocument.model_fields):
                 loc, msg = msg.split(": ", 1)
             errors.append(DocumentError(loc, msg))
         return None, errors

@@ -43,12 +43,14 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 __all__ = [
+    "MAX_KEY_LENGTH",
     "SCHEMA_VERSION",
     "InsightsStore",
     "ReadGate",
     "RecordRef",
     "StoredDocument",
     "get_store",
+    "oversized_keys",
     "partition_key",
     "reset_store",
 ]
@@ -56,6 +58,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 _MAX_MS = 9_999_999_999_999
 _MAX_TRANSACTION = 100
+MAX_KEY_LENGTH = 512
+"""The longest PartitionKey or RowKey, in characters once encoded: Azurite's limit (Azure's is
+1 KiB). A document whose keys would be longer is refused as invalid, naming its field, rather
+than failing the whole transaction it would travel in."""
 
 
 def _enc(value: str) -> str:
@@ -115,6 +121,20 @@ def refs_of(doc: InsightDocument) -> list[RecordRef]:
     if doc.contactEmail:
         refs.append(RecordRef.contact(doc.contactEmail))
     return refs
+
+
+def oversized_keys(doc: InsightDocument) -> list[tuple[str, int]]:
+    """(field, encoded length) of each key of the document that is longer than MAX_KEY_LENGTH:
+    the RowKey holds the id; a PartitionKey the record or the contact address."""
+    found = []
+    row = len(_data_row(doc.dateTime, doc.id))
+    if row > MAX_KEY_LENGTH:
+        found.append(("id", row))
+    for ref in refs_of(doc):
+        length = len(partition_key(doc.tenantId, doc.extensionPoint, ref))
+        if length > MAX_KEY_LENGTH:
+            found.append(("recordId" if ref.kind == "r" else "contactEmail", length))
+    return found
 
 
 def partition_keys(doc: InsightDocument) -> list[str]:

@@ -128,6 +128,23 @@ def test_per_item_errors_in_a_partly_valid_batch(writer: Service) -> None:
     assert sorted(highlights(writer)) == ["good-1", "good-2"]
 
 
+def test_a_key_too_long_once_encoded_is_invalid_and_spares_the_documents_beside_it(writer: Service) -> None:
+    """256 x 'é' passes the 256-character limit but percent-encodes to a 1,552-character RowKey:
+    it is refused on its own, naming its field; the valid document in the same partition (and so
+    the same transaction) is written."""
+    documents = [doc(id="é" * 256), doc(id="fine"), doc(id="other", record_id="é" * 256)]
+    body = writer.post(UPSERT, {"documents": documents}, token=writer_token(writer)).json()
+    assert [(r["status"], r["id"]) for r in body["results"]] == [
+        ("invalid", "é" * 256),
+        ("written", "fine"),
+        ("invalid", "other"),
+    ]
+    assert body["results"][0]["error"].startswith("id: makes a table key of 1552 characters")
+    assert body["results"][2]["error"].startswith("recordId: makes a table key of")
+    assert highlights(writer) == ["fine"]
+    assert len(rows(writer)) == 1
+
+
 def test_resending_a_batch_changes_nothing(writer: Service) -> None:
     batch = {
         "documents": [doc(id=f"r{n}", date_time=f"2025-03-0{n}T00:00:00Z") for n in range(1, 6)]
