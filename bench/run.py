@@ -617,7 +617,10 @@ def run_operations(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and ( Exp eq '' or Exp gt @now ) and Org eq ''",
             parameters={"pk": pk, "lo": "d|", "hi": "d}", "now": now},
             results_per_page=rows,
-            select=["PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"],
+            select=[
+                *("PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"),
+                *("RecordType", "RecordId", "Contact"),
+            ],
         ).by_page()
         async for _ in await anext(pages):  # the first page holds them all
             found += 1

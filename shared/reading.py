@@ -70,7 +70,8 @@ async def gather(
     scope: Scope,
     wanted: int,
 ) -> list[Candidate]:
-    """Documents reachable through any of a request's records or contacts, each once (by id),
+    """Documents reachable through any of a request's records or contacts, each once (a document
+    stored with its record and its contact is one; the same id on two records is two),
     record-attached before contact-attached, newest first within each group. Enough are read
     to fill the first `wanted` places exactly."""
     # One round trip for all of them: record and contact partitions are read concurrently. A
@@ -80,14 +81,14 @@ async def gather(
     refs = [*records, *contacts]
     limits = [wanted] * len(records) + [2 * wanted - 1] * len(contacts)
     parts = await ctx.store.read_many(ctx.tenant, point.name, refs, scope, limits)
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     ranked: list[Candidate] = []
     for group, found in ((True, parts[: len(records)]), (False, parts[len(records) :])):
         if len(ranked) >= wanted:
             break
         for doc in sorted((doc for part in found for doc in part), key=lambda d: d.sort_key):
-            if doc.id not in seen:
-                seen.add(doc.id)
+            if doc.identity not in seen:
+                seen.add(doc.identity)
                 ranked.append(Candidate(doc, group))
     return ranked
 

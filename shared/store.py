@@ -184,6 +184,14 @@ class StoredDocument:
     localized: dict[str, dict[str, Any]]
     prompts: tuple[str, ...]
     attached_to_record: bool
+    home: str = ""
+    """With `id`, which document this is: its record (`r|type|id`) or, when it has none, its
+    contact (`c|address`). Its copy in its other partition has the same home; a document of the
+    same id on another record or contact does not."""
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return self.home, self.id
 
     @property
     def sort_key(self) -> tuple[int, str]:
@@ -205,6 +213,11 @@ class StoredDocument:
             localized=json.loads(entity.get("Localized") or "{}"),
             prompts=tuple(json.loads(entity.get("Prompts") or "[]")),
             attached_to_record=entity["PartitionKey"].split("|")[2] == "r",
+            home=(
+                f"r|{entity['RecordType']}|{entity['RecordId']}"
+                if entity.get("RecordType")
+                else f"c|{entity.get('Contact') or ''}"
+            ),
         )
 
 
@@ -354,7 +367,10 @@ class InsightsStore:
             query,
             parameters=params,
             results_per_page=max(1, min(page_size, 1000)),
-            select=["PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"],
+            select=[
+                *("PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"),
+                *("RecordType", "RecordId", "Contact"),
+            ],
         ).by_page()
         while True:
             # one round trip per page, each inside a read slot

@@ -131,6 +131,33 @@ def test_a_contact_partition_that_repeats_record_documents_still_fills_the_page(
     assert insights(body) == ["r5", "r4", "r3", "r2", "r1", "contact-only"]
 
 
+def test_the_same_id_on_two_records_and_a_contact_is_three_documents(service: Service) -> None:
+    """A document is (record or contact, id): `latest` on R1, on R2 and on a contact are three;
+    a document stored with its record and its contact is still one."""
+    service.load(
+        [
+            attached("emailSummary", id="latest", record_id="r1", date_time="2025-03-03T00:00:00Z"),
+            attached("emailSummary", id="latest", record_id="r2", date_time="2025-03-02T00:00:00Z"),
+            attached("emailSummary", id="latest", contact="x@y.example", date_time="2025-03-01T00:00:00Z"),
+            attached(
+                "emailSummary", id="twin", record_id="r1", contact="x@y.example", date_time="2025-02-01T00:00:00Z"
+            ),
+        ]
+    )
+    body = service.post(
+        EMAIL,
+        {
+            "resourceData": email(**{"from": "x@y.example", "cc": []}),
+            "relatedEntities": [
+                {"entityId": "r1", "entityType": "opportunity"},
+                {"entityId": "r2", "entityType": "opportunity"},
+            ],
+            "top": 10,
+        },
+    ).json()
+    assert insights(body) == ["latest", "latest", "twin", "latest"]
+
+
 def test_email_isolation_and_org_scope(service: Service) -> None:
     service.load(
         [
