@@ -333,7 +333,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    deleted = with_store(
+    report = with_store(
         lambda store: delete_documents(
             store,
             tenant=args.tenant,
@@ -344,8 +344,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
             doc_id=args.id,
         )
     )
-    print(f"deleted {deleted} document(s)")
-    return 0
+    failed = report.count("failed")
+    print(f"deleted {report.count('written')} document(s)" + (f"; {failed} failed, run again" if failed else ""))
+    return 1 if failed else 0
 
 
 def cmd_purge_expired(args: argparse.Namespace) -> int:

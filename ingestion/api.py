@@ -14,20 +14,19 @@ from typing import Any, Literal
 import azure.functions as func
 from pydantic import BaseModel, Field, model_validator
 
-from shared.errors import InsufficientPermissions, RequestTooLarge
+from shared.errors import InsufficientPermissions, RequestTooLarge, ServiceUnavailable
 from shared.ingest import delete_documents, write_documents
 from shared.params import RequestModel
 from shared.pipeline import RequestContext, operation
 from shared.points import all_points, get_point
-from shared.store import partition_keys
 
 bp = func.Blueprint()
 # Writes are batches from partner services, not Copilot calls: they get more time (host.json's
 # functionTimeout is 30 s), and still an answer rather than a hang when storage stalls.
 WRITE_BUDGET_SECONDS = 25.0
-WRITE_WORKERS = 4
-"""Windows of partitions written at once: a batch's partitions are usually scattered, and each
-needs its own key lookup before its transaction."""
+WRITE_CONCURRENCY = 16
+"""Partitions a batch writes at once: its partitions are usually scattered, and each needs its
+own lookup before its transaction."""
 
 
 class UpsertRequest(RequestModel):
@@ -37,13 +36,21 @@ class UpsertRequest(RequestModel):
 class ItemResult(BaseModel):
     index: int = Field(description="Position of the document in the request.")
     id: str | None = Field(default=None, description="The document's id, when it has one.")
-    status: Literal["written", "invalid", "failed"] = Field(description="What happened to the document.")
+    status: Literal["written", "stale", "invalid", "failed"] = Field(
+        description="written: stored (or already stored at this version); stale: an equal or newer version is "
+        "stored, nothing changed; invalid: see error, fix it; failed: storage did not take it, send it again."
+    )
+    version: int | None = Field(default=None, description="The document's version now stored.")
+    transaction: int | None = Field(
+        default=None, description="Which transaction of this request held it: items fail together only within one."
+    )
     error: str | None = Field(default=None, description="Why it was not written: the field and the problem.")
 
 
 class UpsertSummary(BaseModel):
     received: int
     written: int
+    stale: int
     invalid: int
     failed: int
     partitions: int
@@ -62,6 +69,17 @@ def _check_grants(ctx: RequestContext, tenants: set[str]) -> None:
             "The caller may not write for every tenant the request names.",
             log_detail=f"client app {ctx.principal.client_app} has no grant for {', '.join(refused)}",
         )
+
+
+def _unfinished(report: dict[str, Any], what: str) -> ServiceUnavailable:
+    """Storage failed part-way: 503 with the report a 200 would carry, so the caller can see what
+    landed; re-sending the request (or its failed items) completes it."""
+    return ServiceUnavailable(
+        f"The insights store failed part-way; {what}. Send the request again to complete it.",
+        retry_after=5,
+        log_detail=f"{what}; first error: {next((r.get('error') for r in report['results'] if r.get('error')), '')}",
+        details=report,
+    )
 
 
 @bp.function_name("ingest_documents")
@@ -93,31 +111,37 @@ async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> Upser
             valid.append((index, document))
             results.append(ItemResult(index=index, id=document.id, status="written"))
     _check_grants(ctx, {doc.tenantId for _, doc in valid})
-    summary = await write_documents(ctx.store, [doc for _, doc in valid], workers=WRITE_WORKERS)
-    failures = {(chunk.partition, doc_id): chunk.error for chunk in summary.failed for doc_id in chunk.ids}
-    if failures:
-        for index, doc in valid:
-            chunk_errors = [failures[(pk, doc.id)] for pk in partition_keys(doc) if (pk, doc.id) in failures]
-            if chunk_errors:
-                results[index] = ItemResult(index=index, id=doc.id, status="failed", error=str(chunk_errors[0]))
+    report = await write_documents(ctx.store, [doc for _, doc in valid], concurrency=WRITE_CONCURRENCY)
+    for (index, doc), outcome in zip(valid, report.outcomes, strict=True):
+        status = "written" if outcome.status in ("written", "kept") else outcome.status
+        results[index] = ItemResult(
+            index=index,
+            id=doc.id,
+            status=status,
+            version=outcome.version,
+            transaction=outcome.transaction,
+            error=outcome.error,
+        )
+    counts = {s: sum(r.status == s for r in results) for s in ("written", "stale", "invalid", "failed")}
     ctx.log.info(
-        "ingested %d of %d documents (%d invalid, %d failed)",
-        sum(r.status == "written" for r in results),
+        "ingested %d of %d documents (%d stale, %d invalid, %d failed)",
+        counts["written"],
         len(results),
-        sum(r.status == "invalid" for r in results),
-        sum(r.status == "failed" for r in results),
+        counts["stale"],
+        counts["invalid"],
+        counts["failed"],
     )
-    return UpsertResponse(
+    response = UpsertResponse(
         summary=UpsertSummary(
-            received=len(results),
-            written=sum(r.status == "written" for r in results),
-            invalid=sum(r.status == "invalid" for r in results),
-            failed=sum(r.status == "failed" for r in results),
-            partitions=summary.partitions,
-            transactions=summary.transactions,
+            received=len(results), partitions=report.partitions, transactions=report.transactions, **counts
         ),
         results=results,
     )
+    if counts["failed"]:
+        raise _unfinished(
+            response.model_dump(mode="json", exclude_none=True), f"{counts['failed']} document(s) not written"
+        )
+    return response
 
 
 class DeleteRequest(RequestModel):
@@ -128,6 +152,13 @@ class DeleteRequest(RequestModel):
     recordId: str | None = None
     contactEmail: str | None = None
     id: str | None = None
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**63 - 1,
+        strict=True,
+        description="For a document: the version this delete is; an equal or newer stored version makes it stale.",
+    )
 
     @model_validator(mode="after")
     def _fields_for_scope(self) -> DeleteRequest:
@@ -142,6 +173,8 @@ class DeleteRequest(RequestModel):
                 raise ValueError(f"{name}: is required to delete a {self.scope}")
         if self.scope == "document" and not (self.contactEmail or (self.recordType and self.recordId)):
             raise ValueError("recordId: a document is named by recordType and recordId, or contactEmail")
+        if self.version is not None and self.scope != "document":
+            raise ValueError("version: only a document's delete carries a version")
         if self.extensionPoint and get_point(self.extensionPoint) is None:
             raise ValueError(f"extensionPoint: must be one of {', '.join(sorted(all_points()))}")
         return self
@@ -149,6 +182,8 @@ class DeleteRequest(RequestModel):
 
 class DeleteResponse(BaseModel):
     deleted: int = Field(description="How many documents were deleted.")
+    stale: int = Field(default=0, description="Documents not deleted: an equal or newer version is stored.")
+    failed: int = Field(default=0, description="Documents storage did not delete (a 503 carries this report).")
 
 
 @bp.function_name("ingest_delete")
@@ -166,14 +201,32 @@ class DeleteResponse(BaseModel):
 async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteResponse:
     tenant = request.tenantId.lower()
     _check_grants(ctx, {tenant})
-    deleted = await delete_documents(
-        ctx.store,
-        tenant=tenant,
-        scope=request.scope,
-        extension_point=request.extensionPoint,
-        record=(request.recordType, request.recordId) if request.recordType and request.recordId else None,
-        contact=request.contactEmail,
-        doc_id=request.id,
+    from azure.core.exceptions import AzureError
+
+    try:
+        report = await delete_documents(
+            ctx.store,
+            tenant=tenant,
+            scope=request.scope,
+            extension_point=request.extensionPoint,
+            record=(request.recordType, request.recordId) if request.recordType and request.recordId else None,
+            contact=request.contactEmail,
+            doc_id=request.id,
+            version=request.version,
+        )
+    except AzureError as exc:  # the listing or a tenant's range delete: nothing to report per item
+        raise ServiceUnavailable(log_detail=f"delete failed: {type(exc).__name__}") from exc
+    response = DeleteResponse(
+        deleted=report.count("written"), stale=report.count("stale"), failed=report.count("failed")
     )
-    ctx.log.info("deleted %d documents (scope %s, tenant %s)", deleted, request.scope, tenant)
-    return DeleteResponse(deleted=deleted)
+    ctx.log.info(
+        "deleted %d documents (scope %s, tenant %s; %d stale, %d failed)",
+        response.deleted,
+        request.scope,
+        tenant,
+        response.stale,
+        response.failed,
+    )
+    if response.failed:
+        raise _unfinished(response.model_dump(mode="json"), f"{response.failed} document(s) not deleted")
+    return response

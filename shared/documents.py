@@ -47,6 +47,11 @@ class DocumentError:
         return f"{self.field}: {self.message}"
 
 
+MAX_VERSION = 2**63 - 1
+MAX_PROPERTY_CHARACTERS = 32_000
+"""A table property holds at most 64 KiB (UTF-16): 32,768 characters; a little under, to be safe."""
+
+
 def _parse_zoned(value: str, name: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -54,7 +59,12 @@ def _parse_zoned(value: str, name: str) -> datetime:
         raise ValueError(f"{name} is not an ISO-8601 date-time") from None
     if parsed.tzinfo is None:
         raise ValueError(f"{name} has no time zone (add Z or an offset)")
-    return parsed.astimezone(UTC).replace(microsecond=parsed.microsecond // 1000 * 1000)
+    try:
+        return parsed.astimezone(UTC).replace(microsecond=parsed.microsecond // 1000 * 1000)
+    except OverflowError:
+        raise ValueError(
+            f"{name} is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z once converted to UTC"
+        ) from None
 
 
 class InsightDocument(BaseModel):
@@ -76,6 +86,14 @@ class InsightDocument(BaseModel):
     fields: dict[str, Any]
     localized: dict[str, dict[str, Any]] = Field(default_factory=dict)
     prompts: list[str] = Field(default_factory=list)
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_VERSION,
+        strict=True,
+        description="The document's revision, an integer that only grows (e.g. milliseconds since the epoch); "
+        "a write older than the stored one is stale. Absent: the service numbers writes as they commit.",
+    )
 
     @field_validator("tenantId")
     @classmethod
@@ -185,13 +203,17 @@ class InsightDocument(BaseModel):
             raise ValueError(f"dateTime is required for {point.name} documents")
         if point.datetime_field and point.datetime_field in self.fields:
             raise ValueError(f"fields.{point.datetime_field} goes in the top-level dateTime")
-        from shared.store import MAX_KEY_LENGTH, oversized_keys
+        from shared.keys import MAX_KEY_LENGTH, oversized_keys
 
         for field, length in oversized_keys(self):
             raise ValueError(
                 f"{field}: makes a table key of {length} characters once encoded (non-ASCII characters "
                 f"take up to 12); at most {MAX_KEY_LENGTH}"
             )
+        for name, value in (("fields", self.fields), ("localized", self.localized)):
+            size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+            if size > MAX_PROPERTY_CHARACTERS:
+                raise ValueError(f"{name}: is {size} characters as JSON; at most {MAX_PROPERTY_CHARACTERS} are stored")
         _check_item(point, self.fields, self.dateTime, "fields")
         for tag, overlay in self.localized.items():
             extra = set(overlay) - point.localizable
@@ -274,6 +296,7 @@ TOP_LEVEL_COLUMNS = (
     "expiresAt",
     "language",
     "prompts",
+    "version",
 )
 JSON_VALUED = ("additionalProperties",)
 
@@ -310,7 +333,13 @@ def parse_csv(lines: Any) -> Iterator[ParsedLine]:
                 continue
             value: Any = cell
             name = column.rsplit(".", 1)[-1]
-            if column == "prompts" or name in JSON_VALUED:
+            if column == "version":
+                try:
+                    value = int(cell)
+                except ValueError:
+                    problems.append(DocumentError(column, "must be a whole number"))
+                    continue
+            elif column == "prompts" or name in JSON_VALUED:
                 try:
                     value = json.loads(cell)
                 except json.JSONDecodeError:

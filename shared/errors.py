@@ -18,7 +18,7 @@ which setting is wrong). Anything that is not an `ApiException` becomes an Inter
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "ApiException",
@@ -45,7 +45,7 @@ class ApiException(Exception):
         message: str | None = None,
         *,
         log_detail: str | None = None,
-        details: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         self.message = message or self.default_message
         self.log_detail = log_detail
@@ -128,8 +128,15 @@ class ServiceUnavailable(ApiException):
     error_code = "SERVICE_UNAVAILABLE"
     default_message = "The insights store is unavailable; retry shortly."
 
-    def __init__(self, message: str | None = None, *, retry_after: int = 5, log_detail: str | None = None) -> None:
-        super().__init__(message, log_detail=log_detail)
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int = 5,
+        log_detail: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, log_detail=log_detail, details=details)
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

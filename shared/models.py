@@ -19,17 +19,22 @@ __all__ = [
     "Page",
     "StringMap",
     "UtcDateTime",
+    "format_stored",
     "format_utc",
     "wire",
 ]
 
 
 def format_utc(value: datetime) -> str:
-    """UTC ISO-8601 with `Z`; milliseconds only when there are any."""
-    value = value.astimezone(UTC)
-    if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC ISO-8601 with `Z`, four-digit year; milliseconds only when there are any."""
+    value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds") + "Z"
+
+
+def format_stored(value: datetime) -> str:
+    """UTC ISO-8601 with `Z`, four-digit year and always milliseconds: one width for every
+    instant, so stored values compare as instants when compared as strings."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -53,7 +58,12 @@ class ApiError(BaseModel):
     errorCode: str = Field(min_length=1, description="The error code.")
     errorMessage: str = Field(default="", description="A message that describes the error.")
     activityId: str = Field(default="", description="The request id, for support.")
-    details: dict[str, str] = Field(default_factory=dict, description="More about the error.")
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More about the error.",
+    )
+    """Strings for the Copilot operations (the connector says so); the ingestion API's 503
+    carries its per-item report here."""
 
 
 class Page[ItemT: BaseModel](BaseModel):

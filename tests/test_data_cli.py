@@ -32,7 +32,7 @@ def rows(service: Service) -> list[dict[str, Any]]:
 
 
 def documents(service: Service) -> int:
-    return sum(r["RowKey"].startswith("d|") for r in rows(service))
+    return sum(r["RowKey"].startswith("e|") for r in rows(service))
 
 
 def test_load_export_load_round_trip_is_identical(service: Service, tmp_path: Path) -> None:
@@ -165,7 +165,8 @@ def test_delete_at_every_level(service: Service) -> None:
         "deleted 2 document(s)"
         in cli("delete", "--tenant", TENANT_A, "--contact-email", "Megan@Fabrikam.example", "--yes").stdout
     )
-    assert not [r for r in rows(service) if "opp-3" in r["PartitionKey"]]  # the record copy of f1 went too
+    opp3 = [r for r in rows(service) if "opp-3" in r["PartitionKey"]]
+    assert [(r["RowKey"], r["Row"]) for r in opp3] == [("i|f1", "")]  # f1 went from its record too: a tombstone
     assert "deleted 1 document(s)" in cli("delete", "--tenant", TENANT_A, "--all", "--yes").stdout
     assert not [r for r in rows(service) if r["PartitionKey"].startswith(TENANT_A)]
     assert [r for r in rows(service) if r["PartitionKey"].startswith(TENANT_B)] == b_rows
@@ -187,8 +188,8 @@ def test_purge_expired_removes_only_expired_documents(service: Service) -> None:
         ]
     )
     result = cli("purge-expired")
-    assert result.returncode == 0 and "purged 3 expired document(s)" in result.stdout  # old-both is stored twice
-    ids = sorted(r["Id"] for r in rows(service) if r["RowKey"].startswith("d|"))
+    assert result.returncode == 0 and "purged 2 expired document(s)" in result.stdout  # old-both, and its copy
+    ids = sorted(r["Id"] for r in rows(service) if r["RowKey"].startswith("e|"))
     assert ids == ["forever", "future"]
 
 

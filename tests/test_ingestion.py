@@ -61,14 +61,15 @@ def test_a_writer_upserts_and_sellers_read(writer: Service) -> None:
     assert body["summary"] == {
         "received": 2,
         "written": 2,
+        "stale": 0,
         "invalid": 0,
         "failed": 0,
         "partitions": 1,
         "transactions": 1,
     }
     assert body["results"] == [
-        {"index": 0, "id": "w1", "status": "written"},
-        {"index": 1, "id": "w2", "status": "written"},
+        {"index": 0, "id": "w1", "status": "written", "version": 1, "transaction": 1},
+        {"index": 1, "id": "w2", "status": "written", "version": 1, "transaction": 1},
     ]
     assert highlights(writer) == ["w2", "w1"]
 
@@ -139,10 +140,10 @@ def test_a_key_too_long_once_encoded_is_invalid_and_spares_the_documents_beside_
         ("written", "fine"),
         ("invalid", "other"),
     ]
-    assert body["results"][0]["error"].startswith("id: makes a table key of 1552 characters")
+    assert body["results"][0]["error"].startswith("id: makes a table key of 1558 characters")
     assert body["results"][2]["error"].startswith("recordId: makes a table key of")
     assert highlights(writer) == ["fine"]
-    assert len(rows(writer)) == 1
+    assert [r["Id"] for r in rows(writer)] == ["fine", "fine"]  # its row and its index entity
 
 
 def test_resending_a_batch_changes_nothing(writer: Service) -> None:
@@ -176,7 +177,7 @@ def test_a_large_partition_is_chunked_and_reported(writer: Service) -> None:
         UPSERT, {"documents": [doc(id=f"c{n:03d}") for n in range(120)]}, token=writer_token(writer)
     ).json()
     assert body["summary"]["written"] == 120
-    assert body["summary"]["transactions"] == 2  # at most 100 operations a transaction
+    assert body["summary"]["transactions"] == 3  # 240 operations (row + index entity each), 100 a transaction
     assert len(highlights(writer)) == 100
 
 
@@ -211,19 +212,19 @@ def test_deletes_at_every_level(writer: Service) -> None:
         },
         token=token,
     )
-    assert one.json() == {"deleted": 1}
+    assert one.json() == {"deleted": 1, "stale": 0, "failed": 0}
     assert highlights(writer) == ["keep"]
 
     record = writer.post(
         DELETE, {"tenantId": TENANT_A, "scope": "record", "recordType": "Opportunity", "recordId": "opp-2"}, token=token
     )
-    assert record.json() == {"deleted": 2}
+    assert record.json() == {"deleted": 2, "stale": 0, "failed": 0}
     assert highlights(writer, record="opp-2") == []
 
     contact = writer.post(
         DELETE, {"tenantId": TENANT_A, "scope": "contact", "contactEmail": "MEGAN@fabrikam.example"}, token=token
     )
-    assert contact.json() == {"deleted": 2}
+    assert contact.json() == {"deleted": 2, "stale": 0, "failed": 0}
     email = writer.post(
         "/api/enhanceskills/email-insights-v2",
         {
@@ -235,11 +236,11 @@ def test_deletes_at_every_level(writer: Service) -> None:
 
     b_rows_before = [r for r in rows(writer) if r["PartitionKey"].startswith(TENANT_B)]
     tenant = writer.post(DELETE, {"tenantId": TENANT_A, "scope": "tenant"}, token=token)
-    assert tenant.json() == {"deleted": 1}
+    assert tenant.json() == {"deleted": 1, "stale": 0, "failed": 0}
     remaining = rows(writer)
     assert not [r for r in remaining if r["PartitionKey"].startswith(TENANT_A)]
     assert [r for r in remaining if r["PartitionKey"].startswith(TENANT_B)] == b_rows_before
-    assert len([r for r in remaining if r["RowKey"].startswith("d|")]) == 2
+    assert len([r for r in remaining if r["RowKey"].startswith("e|")]) == 2
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ def test_skip_bad_loads_the_valid_lines(service: Service, tmp_path: Path) -> Non
     result = run_load(service, path, "--skip-bad")
     assert result.returncode == 0, result.stderr
     assert "loaded 2 document(s)" in result.stdout and "skipped 1 invalid" in result.stdout
-    ids = [e["Id"] for e in table_rows(service) if e["RowKey"].startswith("d|")]
+    ids = [e["Id"] for e in table_rows(service) if e["RowKey"].startswith("e|")]
     assert sorted(ids) == ["ok-1", "ok-2"]
 
 
@@ -107,7 +107,7 @@ def test_loading_the_same_file_twice_leaves_the_same_table(service: Service, tmp
 def test_a_moved_document_is_stored_once(service: Service) -> None:
     service.load([doc(id="m", date_time="2025-01-01T00:00:00Z"), doc(id="other", date_time="2025-02-01T00:00:00Z")])
     service.load([doc(id="m", date_time="2025-03-01T00:00:00Z", fields={"title": "Relecloud", "description": "moved"})])
-    rows = [r for r in table_rows(service) if r["RowKey"].startswith("d|")]
+    rows = [r for r in table_rows(service) if r["RowKey"].startswith("e|")]
     assert sorted(r["Id"] for r in rows) == ["m", "other"]
     body = service.get("/api/enhanceskills/sales-highlights", {"recordType": "opportunity", "recordId": "opp-1"}).json()
     assert [i["description"] for i in body["value"]] == ["moved", "Insight other"]
@@ -115,7 +115,7 @@ def test_a_moved_document_is_stored_once(service: Service) -> None:
 
 def test_more_than_100_operations_in_a_partition_are_chunked(service: Service) -> None:
     service.load([doc(id=f"bulk-{n:03d}", date_time=f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}Z") for n in range(150)])
-    rows = [r for r in table_rows(service) if r["RowKey"].startswith("d|")]
+    rows = [r for r in table_rows(service) if r["RowKey"].startswith("e|")]
     assert len(rows) == 150
 
 
@@ -153,53 +153,29 @@ def test_validation_names_the_field(data: dict[str, Any], field: str) -> None:
     assert errors[0].field == field, errors
 
 
-def test_a_bulk_reload_that_moves_documents_keeps_one_row_each(
+def test_a_bulk_reload_that_moves_documents_keeps_one_row_each_and_looks_each_partition_up_once(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Many neighbouring partitions take the one-range-query path; moves must still be atomic."""
-    ranges: list[str] = []
-    real = service.store.existing_between
+    """Moves stay atomic in every partition, and a load reads each partition it touches once."""
+    import shared.writes
 
-    def spy(first: str, last: str) -> Any:
-        ranges.append(first)
-        return real(first, last)
+    lookups: list[str] = []
+    real = shared.writes.Writer._lookup
 
-    monkeypatch.setattr(service.store, "existing_between", spy)
+    async def spy(self: Any, pk: str, keys: Any) -> Any:
+        lookups.append(pk)
+        return await real(self, pk, keys)
+
+    monkeypatch.setattr(shared.writes.Writer, "_lookup", spy)
     first = [
         doc(id=f"d{k}", record_id=f"opp-{r:02d}", date_time=f"2025-01-0{k + 1}T00:00:00Z")
         for r in range(30)
         for k in range(2)
-    ]
+    ] + [doc(id=f"b{r}", tenant=TENANT_B, record_id=f"opp-{r:02d}") for r in range(3)]
     service.load(first)
-    service.load([{**d, "dateTime": d["dateTime"].replace("2025-01", "2025-02")} for d in first])
-    assert ranges  # the bulk path was taken
-    rows = [r for r in table_rows(service) if r["RowKey"].startswith("d|")]
-    assert len(rows) == 60
-    assert all(r["DateTime"].startswith("2025-02") for r in rows)
-
-
-def test_a_mixed_bulk_load_takes_the_range_path_per_tenant_and_point(
-    service: Service, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """In one window, a dense tenant/point group is looked up by one range query, a sparse one
-    partition by partition; moves stay atomic in both."""
-    ranges: list[tuple[str, str]] = []
-    real = service.store.existing_between
-
-    def spy(first: str, last: str) -> Any:
-        ranges.append((first, last))
-        return real(first, last)
-
-    monkeypatch.setattr(service.store, "existing_between", spy)
-    dense = [doc(id=f"a{r}", record_id=f"opp-{r:02d}", date_time="2025-01-01T00:00:00Z") for r in range(12)]
-    sparse = [
-        doc(id=f"b{r}", tenant=TENANT_B, record_id=f"opp-{r:02d}", date_time="2025-01-01T00:00:00Z") for r in range(3)
-    ]
-    service.load(dense + sparse)
-    moved = [{**d, "dateTime": "2025-02-01T00:00:00Z"} for d in dense + sparse]
-    ranges.clear()
-    service.load(moved)
-    assert len(ranges) == 1 and TENANT_B not in ranges[0][0] and TENANT_B not in ranges[0][1]
-    rows = [r for r in table_rows(service) if r["RowKey"].startswith("d|")]
-    assert len(rows) == 15
-    assert all(r["DateTime"].startswith("2025-02") for r in rows)
+    lookups.clear()
+    service.load([{**d, "dateTime": d["dateTime"].replace("2025-", "2024-")} for d in first])
+    assert len(lookups) == len(set(lookups)) == 33
+    rows = [r for r in table_rows(service) if r["RowKey"].startswith("e|")]
+    assert len(rows) == 63
+    assert all(r["DateTime"].startswith("2024-") for r in rows)

@@ -90,6 +90,8 @@ def _type_schema(annotation: Any, definitions: dict[str, Any]) -> dict[str, Any]
         # inline, so the contract's description sits on the property itself (Swagger 2.0
         # ignores the siblings of a $ref, and Copilot maps fields by description)
         return model_schema(annotation, definitions)
+    if annotation is Any:
+        return {}
     if origin is Literal:
         schema = {"type": "string", "enum": list(get_args(annotation))}
     elif annotation is bool:

@@ -19,10 +19,12 @@ from typing import TextIO
 from tqdm import tqdm
 
 from shared.documents import InsightDocument, parse_file
+from shared.entities import document_of, is_copy
 from shared.ingest import write_documents
+from shared.keys import RecordRef, partition_key
 from shared.points import all_points
 from shared.settings import Settings, get_settings
-from shared.store import InsightsStore, RecordRef, build_table_client, document_of, partition_key
+from shared.store import InsightsStore, build_table_client
 
 __all__ = ["batch_settings", "export", "load", "open_store", "purge_expired", "stats", "with_store"]
 
@@ -93,13 +95,20 @@ def load(
         print(f"dry run: {len(good)} valid document(s), {bad} invalid; nothing written", file=out)
         return 0
     with tqdm(total=len(good), unit="doc", desc="loading", disable=None, file=err) as bar:
-        summary = with_store(lambda store: write_documents(store, good, progress=bar.update, workers=workers))
-    failed = [f"{len(chunk.ids)} document(s) in {chunk.partition}: {chunk.error}" for chunk in summary.failed]
-    for line in failed:
-        print(f"failed: {line}", file=err)
+        report = with_store(
+            lambda store: write_documents(store, good, progress=bar.update, concurrency=max(1, workers) * 4)
+        )
+    failed = 0
+    for document, outcome in zip(good, report.outcomes, strict=True):
+        if outcome.status == "failed":
+            failed += 1
+            print(f"failed: document {document.id}: {outcome.error}", file=err)
+    stale = report.count("stale")
     print(
-        f"loaded {len(good)} document(s) into {summary.partitions} partition(s) in {summary.transactions} transaction(s); "
-        f"skipped {bad} invalid line(s)" + (f"; {len(failed)} transaction(s) failed, run again" if failed else ""),
+        f"loaded {len(good)} document(s) into {report.partitions} partition(s) in {report.transactions} transaction(s); "
+        f"skipped {bad} invalid line(s)"
+        + (f"; {stale} stale (a newer version is stored)" if stale else "")
+        + (f"; {failed} failed, run again" if failed else ""),
         file=out,
     )
     return 1 if failed else 0
@@ -130,7 +139,7 @@ def export(
         with tqdm(unit="doc", desc="exporting", disable=None, file=err) as bar:
             async for entity in store.iter_entities(tenant=tenant, partitions=partitions):
                 bar.update()
-                if entity["PartitionKey"].split("|")[2] == "c" and entity.get("Twin"):
+                if is_copy(entity):
                     continue
                 destination.write(json.dumps(document_of(entity), ensure_ascii=False) + "\n")
                 count += 1
@@ -141,7 +150,9 @@ def export(
 
 
 def purge_expired() -> int:
-    return with_store(lambda store: store.purge_expired())
+    from shared.writes import purge_expired as purge
+
+    return with_store(purge)
 
 
 def stats(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> Counter[tuple[str, str]]:
@@ -152,7 +163,7 @@ def stats(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> Counter[tuple[s
         with tqdm(unit="doc", desc="counting", disable=None, file=err) as bar:
             async for entity in store.iter_entities():
                 bar.update()
-                if entity["PartitionKey"].split("|")[2] == "c" and entity.get("Twin"):
+                if is_copy(entity):
                     continue
                 counts[(entity["Tenant"], entity["Ep"])] += 1
 

@@ -1,0 +1,261 @@
+"""Documents as table entities and back: the one place that knows the property names.
+
+Every entity carries `V`, its schema version. A reader accepts every version up to its own;
+writers write only the current one.
+
+    V=1  the first form: `d|` rows, 13-digit millisecond keys, no index entity, no version
+    V=2  `e|` rows and `i|` index entities (shared.keys), a document version `Ver` on both
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.keys import LEGACY, DocKey, RecordRef, inverted_ticks, is_contact_partition, ref_suffix
+from shared.models import format_stored
+
+if TYPE_CHECKING:
+    from shared.documents import InsightDocument
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "IndexState",
+    "StoredDocument",
+    "data_entity",
+    "document_of",
+    "index_entity",
+    "legacy_key",
+    "parse_stored_time",
+]
+
+SCHEMA_VERSION = 2
+_SHORT_YEAR = re.compile(r"^(\d{1,3})-")
+
+
+def parse_stored_time(value: str) -> datetime | None:
+    """A stored `DateTime`/`Exp` as an instant: either width, a year written without its zeros
+    (the first form wrote year 1 as `1-01-01...`), `Z` or an offset. Empty: None."""
+    if not value:
+        return None
+    value = _SHORT_YEAR.sub(lambda m: m.group(1).zfill(4) + "-", value)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def as_int(value: Any) -> int:
+    """An Int64 property comes back wrapped (EntityProperty); an Int32 one as a plain int."""
+    return int(getattr(value, "value", value) or 0)
+
+
+def int64(value: int) -> Any:
+    from azure.data.tables import EdmType, EntityProperty
+
+    return EntityProperty(value, EdmType.INT64)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def data_entity(doc: InsightDocument, key: DocKey, pk: str, version: int, twin: str) -> dict[str, Any]:
+    """A document's row in partition `pk` (its home, or its copy's partition)."""
+    return {
+        "PartitionKey": pk,
+        "RowKey": key.data_row(pk, doc.dateTime),
+        "V": SCHEMA_VERSION,
+        "Ver": int64(version),
+        "Id": doc.id,
+        "Ep": doc.extensionPoint,
+        "Tenant": doc.tenantId,
+        "RecordType": doc.recordType or "",
+        "RecordId": doc.recordId or "",
+        "Contact": doc.contactEmail or "",
+        "Twin": twin,
+        "Crm": doc.crmType or "",
+        "Org": doc.crmOrgUrl or "",
+        "DateTime": format_stored(doc.dateTime) if doc.dateTime else "",
+        "Exp": format_stored(doc.expiresAt) if doc.expiresAt else "",
+        "Lang": doc.language,
+        "Fields": _json(doc.fields),
+        "Localized": _json(doc.localized),
+        "Prompts": _json(doc.prompts),
+    }
+
+
+@dataclass
+class IndexState:
+    """A document's index entity in one partition: which row holds it there and at which
+    version. A deleted document keeps its index entity as a tombstone (`row` empty), so an
+    older write that arrives later is still stale. In the home, `twin` is the partition of the
+    current copy and `gone` the partitions that may still hold an older copy; in a copy's
+    partition, `twin` is the home."""
+
+    row: str = ""
+    version: int = 0
+    twin: str = ""
+    gone: list[str] = field(default_factory=list)
+    expires: str = ""
+    digest: str = ""
+    etag: str | None = None
+    legacy_rows: list[str] = field(default_factory=list)
+    legacy_twin: str = ""
+
+    @property
+    def exists(self) -> bool:
+        return self.etag is not None
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> IndexState:
+        return cls(
+            row=entity.get("Row") or "",
+            version=as_int(entity.get("Ver")),
+            twin=entity.get("Twin") or "",
+            gone=json.loads(entity.get("Gone") or "[]"),
+            expires=entity.get("Exp") or "",
+            digest=entity.get("Sum") or "",
+            etag=entity.metadata.get("etag"),
+        )
+
+
+def index_entity(
+    key: DocKey,
+    pk: str,
+    *,
+    row: str,
+    version: int,
+    twin: str,
+    gone: Iterable[str] = (),
+    expires: str = "",
+    digest: str = "",
+) -> dict[str, Any]:
+    return {
+        "PartitionKey": pk,
+        "RowKey": key.index_row(pk),
+        "V": SCHEMA_VERSION,
+        "Id": key.id,
+        "Ver": int64(version),
+        "Row": row,
+        "Twin": twin,
+        "Gone": _json(sorted(set(gone))),
+        "Exp": expires,
+        "Sum": digest,
+    }
+
+
+def digest_of(doc: InsightDocument) -> str:
+    """What a document says, apart from its version: an identical re-send without a version is
+    recognised and changes nothing."""
+    import hashlib
+
+    content = doc.to_json()
+    content.pop("version", None)
+    return hashlib.sha256(_json(content).encode()).hexdigest()[:32]
+
+
+def legacy_key(entity: Any) -> DocKey:
+    """Which document a first-form row belongs to: in a record's partition, that record's; in a
+    contact's, the record it names (a copy) or else the contact's own."""
+    pk = entity["PartitionKey"]
+    if is_contact_partition(pk) and entity.get("RecordType"):
+        tenant_point = pk.split("|", 2)[:2]
+        record = RecordRef.record(entity["RecordType"], entity["RecordId"])
+        return DocKey("|".join([*tenant_point, record.suffix]), entity["Id"])
+    return DocKey(pk, entity["Id"])
+
+
+def is_copy(entity: Any) -> bool:
+    """A row that is the copy of a record's document in a contact's partition."""
+    return is_contact_partition(entity["PartitionKey"]) and bool(entity.get("RecordType"))
+
+
+def document_of(entity: dict[str, Any]) -> dict[str, Any]:
+    """A stored document row as the JSON document `load` accepts (normalised spellings)."""
+    data: dict[str, Any] = {"tenantId": entity["Tenant"], "extensionPoint": entity["Ep"], "id": entity["Id"]}
+    if entity.get("RecordType"):
+        data["recordType"] = entity["RecordType"]
+        data["recordId"] = entity["RecordId"]
+    for key, name in (("Contact", "contactEmail"), ("Crm", "crmType"), ("Org", "crmOrgUrl")):
+        if entity.get(key):
+            data[name] = entity[key]
+    for key, name in (("DateTime", "dateTime"), ("Exp", "expiresAt")):
+        when = parse_stored_time(entity.get(key) or "")
+        if when is not None:
+            from shared.models import format_utc
+
+            data[name] = format_utc(when)
+    data["language"] = entity.get("Lang") or "en"
+    data["fields"] = json.loads(entity["Fields"])
+    localized = json.loads(entity.get("Localized") or "{}")
+    if localized:
+        data["localized"] = localized
+    prompts = json.loads(entity.get("Prompts") or "[]")
+    if prompts:
+        data["prompts"] = prompts
+    if entity.get("Ver"):
+        data["version"] = as_int(entity["Ver"])
+    return data
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as a reader gets it back: enough to build any item model."""
+
+    id: str
+    point: str
+    date_time: datetime | None
+    language: str
+    fields: dict[str, Any]
+    localized: dict[str, dict[str, Any]]
+    prompts: tuple[str, ...]
+    attached_to_record: bool
+    home: str = ""
+    """With `id`, which document this is: its record (`r|type|id`) or, when it has none, its
+    contact (`c|address`). Its copy in its other partition has the same home; a document of the
+    same id on another record or contact does not."""
+    expires: datetime | None = None
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return self.home, self.id
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        """Newest first; undated last; ties by id (the RowKey order within a partition)."""
+        return inverted_ticks(self.date_time), self.id
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> StoredDocument:
+        """Raises ValueError (or KeyError) for a row no reader can make sense of: the caller
+        skips it, so one bad row never breaks a record's reads."""
+        version = int(entity.get("V", 1))
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"entity schema version {version} is newer than this reader")
+        pk = entity["PartitionKey"]
+        return cls(
+            id=entity["Id"],
+            point=entity["Ep"],
+            date_time=parse_stored_time(entity.get("DateTime") or ""),
+            language=entity.get("Lang") or "en",
+            fields=json.loads(entity["Fields"]),
+            localized=json.loads(entity.get("Localized") or "{}"),
+            prompts=tuple(json.loads(entity.get("Prompts") or "[]")),
+            attached_to_record=not is_contact_partition(pk),
+            home=(
+                f"r|{entity['RecordType']}|{entity['RecordId']}"
+                if entity.get("RecordType")
+                else f"c|{entity.get('Contact') or ''}"
+            ),
+            expires=parse_stored_time(entity.get("Exp") or ""),
+        )
+
+
+def is_legacy_row(row_key: str) -> bool:
+    return row_key.startswith(LEGACY)
+
+
+__all__ += ["as_int", "digest_of", "int64", "is_copy", "is_legacy_row", "ref_suffix"]

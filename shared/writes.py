@@ -1,0 +1,537 @@
+"""The write path: whatever the interleaving of writers and retries, one current version per
+document. All of its rules are here.
+
+1. **Versions.** Every document has one. A writer may send `version` (an integer that only
+   grows); a write or delete older than the stored version is `stale` and changes nothing; the
+   same version again is a re-send: it changes nothing at home and completes the copy. Without
+   `version`, the home assigns the next one as the write commits.
+2. **Home: one entity group transaction per document change.** The home partition (the
+   record's, or the contact's when there is no record) holds the document's row and its index
+   entity (`i|{id}`: which row, which version, where the copy is). The old row's delete, the new
+   row and the index entity go in one transaction, conditioned on the index entity's ETag (or on
+   its absence): a concurrent writer's transaction fails and is retried against the new state,
+   so exactly one row remains. A delete leaves the index entity as a tombstone at its version.
+3. **Copies converge.** A document with a record and a contact is also stored in the contact's
+   partition, which cannot share the home's transaction. The copy has its own index entity
+   carrying the version and is written only over an older one, also ETag-conditioned; a
+   partition the copy left (the contact changed, the document was deleted) gets a tombstone at
+   the new version. The home remembers such partitions (`Gone`) until a writer has cleaned them,
+   so retries and concurrent writers converge on the highest version on both sides.
+4. **Lookups per partition.** A batch reads each partition it touches once (a RowKey range of
+   index entities inside it, with any first-form rows), never a range across partitions.
+5. **First-form rows** (`d|`, V=1) of a document are deleted in the transaction that writes its
+   current form, wherever they are found.
+6. **Expiry index.** A document with `expiresAt` is listed under `~expiry|{day}` before its
+   write commits; `purge_expired` walks the days that have passed and deletes a listed document
+   only if its index entity still says it has expired.
+7. **Honest failures.** A transaction that fails is reported with the documents it held, and
+   only those; nothing is retried blindly except ETag conflicts. Re-sending completes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from shared.deadline import current_deadline
+from shared.entities import (
+    IndexState,
+    data_entity,
+    digest_of,
+    index_entity,
+    is_legacy_row,
+    legacy_key,
+    parse_stored_time,
+)
+from shared.keys import (
+    EXPIRY,
+    INDEX,
+    LEGACY,
+    DocKey,
+    enc,
+    expiry_partition,
+    home_of,
+    twin_of,
+)
+from shared.models import format_stored
+
+if TYPE_CHECKING:
+    from shared.documents import InsightDocument
+    from shared.store import InsightsStore
+
+__all__ = ["Change", "Outcome", "WriteReport", "Writer"]
+
+MAX_TRANSACTION = 100
+"""Operations in one entity group transaction (Azure's limit; Azurite answers more with a bare
+protocol error)."""
+CONFLICT_RETRIES = 10
+RESERVE_SECONDS = 2.0
+"""Time kept back from the request's budget: no new storage call starts with less left, so the
+caller still gets the per-item report."""
+_CONFLICTS = {404, 409, 412}
+
+Status = Literal["written", "stale", "failed", "absent", "kept"]
+
+
+@dataclass
+class Outcome:
+    status: Status
+    version: int | None = None
+    error: str | None = None
+    transaction: int | None = None
+
+
+@dataclass
+class Change:
+    """One document's write (`doc`) or delete (`doc` None) at its home."""
+
+    key: DocKey
+    doc: InsightDocument | None = None
+    version: int | None = None
+    expired_by: datetime | None = None
+    """A purge: delete only if the stored document has expired by this instant."""
+    outcome: Outcome | None = None
+    # what the home committed, for the copies
+    committed: int = 0
+    twin: str = ""
+    gone: list[str] = field(default_factory=list)
+    home_index: dict[str, Any] | None = None
+    home_etag: str | None = None
+
+
+@dataclass
+class WriteReport:
+    outcomes: list[Outcome]
+    partitions: int = 0
+    transactions: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+
+class _Transient(Exception):
+    """Storage failed for a reason other than a conflict: reported, not retried here."""
+
+
+@dataclass
+class _PartitionState:
+    index: dict[str, IndexState]
+    legacy: dict[DocKey, list[dict[str, Any]]]
+
+    def of(self, key: DocKey, pk: str) -> IndexState:
+        state = self.index.get(key.index_row(pk)) or IndexState()
+        rows = self.legacy.get(key, [])
+        state.legacy_rows = [row["RowKey"] for row in rows]
+        state.legacy_twin = next((row.get("Twin") or "" for row in rows if row.get("Twin")), "")
+        return state
+
+
+class Writer:
+    """Applies changes to the table with the rules above; `concurrency` partitions at once."""
+
+    def __init__(self, store: InsightsStore, concurrency: int = 16) -> None:
+        self.table = store.table
+        self.turns = asyncio.Semaphore(max(1, concurrency))
+        self.transactions = 0
+        self._labels = 0
+        self._prefetched: dict[str, _PartitionState] = {}
+        self.lookups: list[str] = []
+
+    # ---- the batch ---------------------------------------------------------------------------
+
+    async def apply(self, changes: Sequence[Change]) -> None:
+        """Apply changes that each name a distinct document (the caller keeps the last of
+        duplicates). Sets every change's `outcome`."""
+        await self._list_expiry([c for c in changes if c.doc is not None and c.doc.expiresAt is not None])
+        homes: dict[str, list[Change]] = defaultdict(list)
+        for change in changes:
+            if change.outcome is None:
+                homes[change.key.home].append(change)
+        # one lookup per partition touched: the homes, and the partitions copies go to
+        wanted: dict[str, set[DocKey]] = defaultdict(set)
+        for change in changes:
+            wanted[change.key.home].add(change.key)
+            if change.doc is not None and (twin := twin_of(change.doc)):
+                wanted[twin].add(change.key)
+        await self._gather(self._prefetch(pk, keys) for pk, keys in wanted.items())
+        await self._gather(self._home(pk, group) for pk, group in homes.items())
+        await self._copies([c for c in changes if c.outcome is not None and c.outcome.status == "written"])
+
+    async def _gather(self, work: Iterable[Any]) -> None:
+        async def one(coroutine: Any) -> None:
+            async with self.turns:
+                await coroutine
+
+        await asyncio.gather(*(one(c) for c in work))
+
+    async def _prefetch(self, pk: str, keys: set[DocKey]) -> None:
+        try:
+            self._prefetched[pk] = await self._lookup(pk, keys)
+        except _Transient:
+            pass  # the partition's own step looks again and reports
+
+    # ---- lookups -----------------------------------------------------------------------------
+
+    async def _lookup(self, pk: str, keys: Iterable[DocKey]) -> _PartitionState:
+        """Index entities of `keys` in partition `pk` and its first-form rows: one range query."""
+        rows = sorted(key.index_row(pk) for key in keys)
+        self._check_time()
+        self.lookups.append(pk)
+        index: dict[str, IndexState] = {}
+        legacy: dict[DocKey, list[dict[str, Any]]] = defaultdict(list)
+        try:
+            async for entity in self.table.query_entities(
+                "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey le @ihi ) )",
+                parameters={"pk": pk, "dlo": LEGACY, "dhi": LEGACY[:-1] + "}", "ilo": rows[0], "ihi": rows[-1]},
+            ):
+                if is_legacy_row(entity["RowKey"]):
+                    legacy[legacy_key(entity)].append(entity)
+                else:
+                    index[entity["RowKey"]] = IndexState.from_entity(entity)
+        except Exception as exc:
+            raise _Transient(_describe(exc)) from exc
+        return _PartitionState(index, legacy)
+
+    async def _state(self, pk: str, keys: Iterable[DocKey], fresh: bool) -> _PartitionState:
+        if not fresh and (known := self._prefetched.pop(pk, None)) is not None:
+            return known
+        return await self._lookup(pk, keys)
+
+    # ---- the home step -------------------------------------------------------------------------
+
+    async def _home(self, pk: str, changes: list[Change]) -> None:
+        pending = changes
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                state = await self._state(pk, [c.key for c in pending], fresh=attempt > 0)
+            except _Transient as exc:
+                _fail(pending, str(exc))
+                return
+            batch: list[tuple[Change, list[tuple[Any, ...]], dict[str, Any]]] = []
+            for change in pending:
+                planned = self._plan_home(pk, change, state.of(change.key, pk))
+                if planned is not None:
+                    batch.append((change, *planned))
+            pending = await self._submit(pk, batch, home=True)
+            if not pending:
+                return
+            await asyncio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311 - jitter
+        _fail(pending, "the document changed under this write too many times in a row; send it again")
+
+    def _plan_home(
+        self, pk: str, change: Change, state: IndexState
+    ) -> tuple[list[tuple[Any, ...]], dict[str, Any]] | None:
+        """The operations of a change at home, or None when it needs none (its outcome set)."""
+        key, doc = change.key, change.doc
+        current = state.version if state.exists else 0
+        digest = digest_of(doc) if doc is not None else ""
+        resent = change.version is None and bool(state.row) and state.digest == digest
+        if resent or (change.version is not None and state.exists and change.version <= current):
+            if (resent or change.version == current) and doc is not None and state.row:
+                # a re-send of the stored revision: nothing changes at home; complete the copy
+                change.committed, change.twin, change.gone = current, state.twin, list(state.gone)
+                change.outcome = Outcome("written", current)
+            else:
+                change.outcome = Outcome("stale", current)
+            return None
+        if doc is None and not state.exists and not state.legacy_rows and change.version is None:
+            change.outcome = Outcome("absent")
+            return None
+        if change.expired_by is not None:
+            expires = parse_stored_time(state.expires) if state.exists else None
+            if not (state.row and expires is not None and expires <= change.expired_by):
+                change.outcome = Outcome("kept", current)
+                return None
+        version = change.version if change.version is not None else current + 1
+        twin = twin_of(doc) if doc is not None else ""
+        gone = {*state.gone, state.twin, state.legacy_twin} - {twin, ""}
+        ops: list[tuple[Any, ...]] = []
+        row = key.data_row(pk, doc.dateTime) if doc is not None else ""
+        if state.row and state.row != row:
+            ops.append(("delete", {"PartitionKey": pk, "RowKey": state.row}))
+        ops += [("delete", {"PartitionKey": pk, "RowKey": old}) for old in state.legacy_rows]
+        if doc is not None:
+            ops.append(("upsert", data_entity(doc, key, pk, version, twin), {"mode": "replace"}))
+        expiry = format_stored(doc.expiresAt) if doc is not None and doc.expiresAt else ""
+        index = index_entity(key, pk, row=row, version=version, twin=twin, gone=gone, expires=expiry, digest=digest)
+        ops.append(_put_index(index, state))
+        change.committed, change.twin, change.gone = version, twin, sorted(gone)
+        return ops, index
+
+    async def _submit(
+        self, pk: str, batch: list[tuple[Change, list[tuple[Any, ...]], dict[str, Any]]], home: bool
+    ) -> list[Change]:
+        """Submit the planned operations in transactions of whole changes; returns the changes
+        whose transaction met a conflict (to be planned again on fresh state)."""
+        conflicted: list[Change] = []
+        for members in _transactions(batch):
+            label = self._label()
+            ops = [op for _, change_ops, _ in members for op in change_ops]
+            try:
+                self._check_time()
+                results = await self.table.submit_transaction(ops)
+            except Exception as exc:  # noqa: BLE001 - classified: conflicts retried, the rest reported
+                if getattr(exc, "status_code", None) in _CONFLICTS:
+                    conflicted += [change for change, _, _ in members]
+                    continue
+                for change, _, _ in members:
+                    where = "at home" if home else "in its copy's partition"
+                    change.outcome = Outcome("failed", None, f"not written {where}: {_describe(exc)}", label)
+                continue
+            self.transactions += 1
+            position = 0
+            for change, change_ops, index in members:
+                position += len(change_ops)
+                if home:
+                    change.home_index, change.home_etag = index, _etag(results, position - 1)
+                    change.outcome = Outcome("written", change.committed, None, label)
+        return conflicted
+
+    # ---- copies --------------------------------------------------------------------------------
+
+    async def _copies(self, changes: list[Change]) -> None:
+        """Write each committed change's copy and tombstone the partitions its copy left."""
+        tasks: dict[str, list[tuple[Change, bool]]] = defaultdict(list)
+        for change in changes:
+            if change.twin and change.doc is not None and twin_of(change.doc) == change.twin:
+                tasks[change.twin].append((change, True))
+            for pk in change.gone:
+                tasks[pk].append((change, False))
+        await self._gather(self._copy_partition(pk, group) for pk, group in tasks.items())
+        cleaned = [c for c in changes if c.gone and c.home_etag and c.outcome and c.outcome.status == "written"]
+        await self._gather(self._forget_gone(change) for change in cleaned)
+
+    async def _copy_partition(self, pk: str, tasks: list[tuple[Change, bool]]) -> None:
+        pending = tasks
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                state = await self._state(pk, [c.key for c, _ in pending], fresh=attempt > 0)
+            except _Transient as exc:
+                _fail([c for c, _ in pending], f"its copy was not written: {exc}")
+                return
+            batch: list[tuple[Change, list[tuple[Any, ...]], dict[str, Any]]] = []
+            for change, put in pending:
+                planned = _plan_copy(pk, change, put, state.of(change.key, pk))
+                if planned:
+                    batch.append((change, planned, {}))
+            conflicted = await self._submit(pk, batch, home=False)
+            retry = {id(c) for c in conflicted}
+            pending = [(c, put) for c, put in pending if id(c) in retry]
+            if not pending:
+                return
+            await asyncio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311 - jitter
+        _fail([c for c, _ in pending], "its copy changed under this write too many times in a row; send it again")
+
+    async def _forget_gone(self, change: Change) -> None:
+        """Once the partitions a copy left hold tombstones, the home stops listing them (only if
+        nothing has been written there since: else the later writer carries them on)."""
+        if change.home_index is None or change.outcome is None or change.outcome.status != "written":
+            return
+        from azure.core import MatchConditions
+
+        index = {**change.home_index, "Gone": "[]"}
+        try:
+            await self.table.update_entity(
+                index, mode="replace", etag=change.home_etag, match_condition=MatchConditions.IfNotModified
+            )
+        except Exception:  # noqa: BLE001 - a later writer (or a re-send) cleans them again
+            return
+
+    # ---- expiry index --------------------------------------------------------------------------
+
+    async def _list_expiry(self, changes: list[Change]) -> None:
+        days: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for change in changes:
+            assert change.doc is not None and change.doc.expiresAt is not None
+            days[expiry_partition(change.doc.expiresAt)].append(
+                {
+                    "PartitionKey": expiry_partition(change.doc.expiresAt),
+                    "RowKey": _expiry_row(change.key),
+                    "Home": change.key.home,
+                    "Id": change.key.id,
+                    "Exp": format_stored(change.doc.expiresAt),
+                }
+            )
+        for entries in days.values():
+            for start in range(0, len(entries), MAX_TRANSACTION):
+                ops = [("upsert", e, {"mode": "replace"}) for e in entries[start : start + MAX_TRANSACTION]]
+                try:
+                    self._check_time()
+                    await self.table.submit_transaction(ops)
+                except Exception as exc:  # noqa: BLE001 - those documents are not written either
+                    failed = {e["RowKey"] for e in entries[start : start + MAX_TRANSACTION]}
+                    for change in changes:
+                        if _expiry_row(change.key) in failed and change.outcome is None:
+                            change.outcome = Outcome("failed", None, f"expiry index not written: {_describe(exc)}")
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _label(self) -> int:
+        self._labels += 1
+        return self._labels
+
+    @staticmethod
+    def _check_time() -> None:
+        at = current_deadline()
+        if at is not None and at - time.perf_counter() < RESERVE_SECONDS:
+            raise _Transient("not attempted: the request's time ran out")
+
+
+def _plan_copy(pk: str, change: Change, put: bool, state: IndexState) -> list[tuple[Any, ...]]:
+    version = change.committed
+    if state.exists and state.version >= version:
+        return [("delete", {"PartitionKey": pk, "RowKey": old}) for old in state.legacy_rows]
+    key, doc = change.key, change.doc
+    ops: list[tuple[Any, ...]] = []
+    row = key.data_row(pk, doc.dateTime) if put and doc is not None else ""
+    if state.row and state.row != row:
+        ops.append(("delete", {"PartitionKey": pk, "RowKey": state.row}))
+    ops += [("delete", {"PartitionKey": pk, "RowKey": old}) for old in state.legacy_rows]
+    if put and doc is not None:
+        ops.append(("upsert", data_entity(doc, key, pk, version, key.home), {"mode": "replace"}))
+    ops.append(_put_index(index_entity(key, pk, row=row, version=version, twin=key.home), state))
+    return ops
+
+
+def _put_index(index: dict[str, Any], state: IndexState) -> tuple[Any, ...]:
+    """Create the index entity if there is none (fails if one appeared), else replace it only
+    if unchanged since it was read (fails on a concurrent writer's change)."""
+    if not state.exists:
+        return ("create", index)
+    from azure.core import MatchConditions
+
+    return ("update", index, {"mode": "replace", "etag": state.etag, "match_condition": MatchConditions.IfNotModified})
+
+
+def _transactions(batch: list[Any]) -> list[list[Any]]:
+    groups: list[list[Any]] = [[]]
+    size = 0
+    for member in batch:
+        n = len(member[1])
+        if not n:
+            continue
+        if size + n > MAX_TRANSACTION and groups[-1]:
+            groups.append([])
+            size = 0
+        groups[-1].append(member)
+        size += n
+    return [g for g in groups if g]
+
+
+def _etag(results: Any, position: int) -> str | None:
+    try:
+        etag = results[position].get("etag")
+    except (IndexError, AttributeError, TypeError):
+        return None
+    return str(etag) if etag else None
+
+
+def _fail(changes: Iterable[Change], error: str) -> None:
+    for change in changes:
+        if change.outcome is None or change.outcome.status == "written":
+            change.outcome = Outcome("failed", None, error, change.outcome.transaction if change.outcome else None)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", "") or exc).splitlines()[0] if str(exc) else ""
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}" + (f" {status}" if status else "") + (f": {text[:160]}" if text else "")
+
+
+def _expiry_row(key: DocKey) -> str:
+    return hashlib.sha256(f"{key.home}\n{key.id}".encode()).hexdigest()
+
+
+# ---- what the callers use ----------------------------------------------------------------------
+
+
+def changes_of(documents: Sequence[InsightDocument]) -> tuple[list[Change], list[int]]:
+    """One change a document, the last occurrence of a document winning as if sent alone;
+    `positions[i]` is the change that decides document i."""
+    last: dict[DocKey, int] = {}
+    keys = [home_of(doc) for doc in documents]
+    for i, key in enumerate(keys):
+        last[key] = i
+    order = sorted(set(last.values()))
+    index_of = {i: n for n, i in enumerate(order)}
+    changes = [Change(keys[i], documents[i], documents[i].version) for i in order]
+    return changes, [index_of[last[key]] for key in keys]
+
+
+async def write(store: InsightsStore, documents: Sequence[InsightDocument], concurrency: int = 16) -> WriteReport:
+    """Write validated documents; one outcome per document, in order."""
+    changes, positions = changes_of(documents)
+    writer = Writer(store, concurrency)
+    await writer.apply(changes)
+    outcomes = [changes[p].outcome or Outcome("failed", None, "not attempted") for p in positions]
+    partitions = len({c.key.home for c in changes} | {twin_of(c.doc) for c in changes if c.doc and twin_of(c.doc)})
+    return WriteReport(outcomes, partitions, writer.transactions)
+
+
+async def delete(store: InsightsStore, keys: Sequence[DocKey], version: int | None = None) -> WriteReport:
+    """Delete documents by identity (each a versioned change: a tombstone stays behind)."""
+    changes = [Change(key, None, version) for key in dict.fromkeys(keys)]
+    writer = Writer(store)
+    await writer.apply(changes)
+    return WriteReport(
+        [c.outcome or Outcome("failed") for c in changes], len({k.home for k in keys}), writer.transactions
+    )
+
+
+async def documents_in(store: InsightsStore, pk: str) -> list[DocKey]:
+    """Every live document reachable through a partition: its own, and (in a contact's) the
+    records' documents whose copy is there."""
+    found: dict[DocKey, None] = {}
+    async for entity in store.table.query_entities(
+        "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey lt @ihi ) )",
+        parameters={"pk": pk, "dlo": LEGACY, "dhi": LEGACY[:-1] + "}", "ilo": INDEX, "ihi": INDEX[:-1] + "}"},
+        select=["PartitionKey", "RowKey", "Id", "Row", "Twin", "RecordType", "RecordId"],
+    ):
+        if is_legacy_row(entity["RowKey"]):
+            found[legacy_key(entity)] = None
+        elif entity.get("Row"):
+            copy = entity["RowKey"] != INDEX + enc(entity["Id"])
+            found[DocKey(entity["Twin"] if copy else pk, entity["Id"])] = None
+    return list(found)
+
+
+async def purge_expired(store: InsightsStore, now: datetime | None = None) -> int:
+    """Delete the documents the expiry index lists for days up to `now` that have expired by
+    then (re-checked against each document's index entity); returns how many went."""
+    now = now or datetime.now(UTC)
+    cutoff = format_stored(now)
+    entries: list[dict[str, Any]] = []
+    async for entry in store.table.query_entities(
+        "PartitionKey ge @lo and PartitionKey le @hi and Exp le @cutoff",
+        parameters={"lo": EXPIRY, "hi": expiry_partition(now), "cutoff": cutoff},
+    ):
+        entries.append(entry)
+    deleted = 0
+    for start in range(0, len(entries), 1000):
+        chunk = entries[start : start + 1000]
+        changes = list({DocKey(e["Home"], e["Id"]): None for e in chunk})
+        work = [Change(key, None, None, expired_by=now) for key in changes]
+        writer = Writer(store)
+        await writer.apply(work)
+        deleted += sum(c.outcome is not None and c.outcome.status == "written" for c in work)
+        done = {_expiry_row(c.key) for c in work if c.outcome is not None and c.outcome.status != "failed"}
+        by_day: dict[str, list[str]] = defaultdict(list)
+        for entry in chunk:
+            if entry["RowKey"] in done:
+                by_day[entry["PartitionKey"]].append(entry["RowKey"])
+        for pk, rows in by_day.items():
+            for first in range(0, len(rows), MAX_TRANSACTION):
+                await store.table.submit_transaction(
+                    [("delete", {"PartitionKey": pk, "RowKey": row}) for row in rows[first : first + MAX_TRANSACTION]]
+                )
+    return deleted
+
+
+__all__ += ["changes_of", "delete", "documents_in", "purge_expired", "write"]
