@@ -12,6 +12,7 @@ import azure.functions as func
 
 import ingestion
 from extensions import BLUEPRINTS
+from ingestion.housekeeping import bp as housekeeping
 
 
 def create_app() -> func.FunctionApp:
@@ -19,6 +20,7 @@ def create_app() -> func.FunctionApp:
     for blueprint in BLUEPRINTS:
         app.register_functions(blueprint)
     app.register_functions(ingestion.bp)  # the partner's own write API, not part of the connector
+    app.register_functions(housekeeping)  # the expiry purge, on a timer
     return app
 
 

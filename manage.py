@@ -357,6 +357,13 @@ def cmd_purge_expired(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from tools.data import migrate
+
+    apply_local_settings()
+    return migrate()
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from tools.data import stats
 
@@ -659,6 +666,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("purge-expired", help="delete documents whose expiresAt has passed")
     s.set_defaults(func=cmd_purge_expired)
+
+    s = sub.add_parser(
+        "migrate", help="rewrite the first storage form's rows in the current form (resumable, idempotent)"
+    )
+    s.set_defaults(func=cmd_migrate)
 
     s = sub.add_parser("stats", help="documents per tenant and extension point")
     s.set_defaults(func=cmd_stats)

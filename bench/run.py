@@ -455,9 +455,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from shared.documents import validate_document
         from shared.ingest import partitions_of
-        from shared.settings import get_settings
+        from shared.settings import batch_settings, get_settings
         from shared.store import InsightsStore, build_table_client
-        from tools.data import batch_settings
 
         # configured exactly as the loader's client (timeouts, retries, transport)
         raw_settings = batch_settings(get_settings()).model_copy(update={"insights_table_name": "rawfloor"})

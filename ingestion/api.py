@@ -77,7 +77,7 @@ def _unfinished(report: dict[str, Any], what: str) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"The insights store failed part-way; {what}. Send the request again to complete it.",
         retry_after=5,
-        log_detail=f"{what}; first error: {next((r.get('error') for r in report['results'] if r.get('error')), '')}",
+        log_detail=f"{what}; first error: {next((r['error'] for r in report.get('results', []) if r.get('error')), '-')}",
         details=report,
     )
 

@@ -88,7 +88,10 @@ def _datetime(value: Any) -> datetime:
         raise ValueError("must be an ISO-8601 date-time")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # a zone-less value is read as UTC, as Copilot sends it
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once in UTC") from None
 
 
 Top = Annotated[int, BeforeValidator(_top), annotated_types.Ge(1), annotated_types.Le(_INT32_MAX)]

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.config import get_settings, is_loopback_url, reset_settings
 
-__all__ = ["Settings", "describe", "get_settings", "is_loopback_url", "reset_settings"]
+__all__ = ["Settings", "batch_settings", "describe", "get_settings", "is_loopback_url", "reset_settings"]
 
 CsvList = Annotated[list[str], NoDecode]
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -164,3 +164,20 @@ def describe(exc: ValidationError) -> str:
         name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
         parts.append(f"{name}: {err['msg']}")
     return "invalid settings: " + "; ".join(parts)
+
+
+# Batch work (a command, the purge timer) is not an answer Copilot waits for: a transaction of
+# 100 rows, or a page of a large table, may take longer than a request's storage call may.
+BATCH_READ_TIMEOUT_SECONDS = 30.0
+BATCH_RETRIES = 3
+
+
+def batch_settings(settings: Settings) -> Settings:
+    """The settings with storage timeouts and retries sized for batch work (never smaller than
+    the configured ones)."""
+    return settings.model_copy(
+        update={
+            "storage_read_timeout_seconds": max(settings.storage_read_timeout_seconds, BATCH_READ_TIMEOUT_SECONDS),
+            "storage_retries": max(settings.storage_retries, BATCH_RETRIES),
+        }
+    )

@@ -234,8 +234,9 @@ class Writer:
         digest = digest_of(doc) if doc is not None else ""
         resent = change.version is None and bool(state.row) and state.digest == digest
         if resent or (change.version is not None and state.exists and change.version <= current):
-            if (resent or change.version == current) and doc is not None and state.row:
-                # a re-send of the stored revision: nothing changes at home; complete the copy
+            if resent or (change.version == current and (doc is not None) == bool(state.row)):
+                # a re-send of the stored revision (a write or a delete): nothing changes at
+                # home; what it left undone elsewhere is completed
                 change.committed, change.twin, change.gone = current, state.twin, list(state.gone)
                 change.outcome = Outcome("written", current)
             else:

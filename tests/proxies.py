@@ -4,8 +4,10 @@ identity) to make it slow or hang and to count what the service sends it."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
+from collections.abc import Callable
 
 __all__ = ["LoopbackProxy"]
 
@@ -15,10 +17,13 @@ _METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"MERGE
 class LoopbackProxy:
     """Forwards to `127.0.0.1:target_port`, holding each chunk a client sends for `delay` seconds,
     or for ever (`hang`). Notes when each request starts (a chunk that begins with an HTTP
-    method) and the most chunks it held at once (`peak`)."""
+    method), its request line (`lines`), and the most chunks it held at once (`peak`). While
+    `reset(line)` says so, a request is answered by a connection reset instead."""
 
     def __init__(self, target_port: int, delay: float = 0.0, hang: bool = False) -> None:
         self.target_port, self.delay, self.hang = target_port, delay, hang
+        self.reset: Callable[[str], bool] | None = None
+        self.lines: list[str] = []
         self.started: list[float] = []
         self.holding = 0
         self.peak = 0
@@ -53,7 +58,12 @@ class LoopbackProxy:
             while data := client.recv(65536):
                 with self._lock:
                     if data.startswith(_METHODS):
+                        line = data.split(b"\r\n", 1)[0].decode("latin-1")
                         self.started.append(time.monotonic())
+                        self.lines.append(line)
+                        if self.reset is not None and self.reset(line):
+                            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            return
                     self.holding += 1
                     self.peak = max(self.peak, self.holding)
                 if self.hang:

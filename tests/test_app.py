@@ -36,14 +36,19 @@ def test_importing_the_app_needs_no_settings_and_no_network() -> None:
         [sys.executable, "-c", IMPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["8", "[]"]
+    assert result.stdout.split("\n")[:2] == ["9", "[]"]
 
 
-def test_the_runtime_indexes_anonymous_unique_http_triggers(devhost: DevHost) -> None:
+def test_the_runtime_indexes_anonymous_unique_http_triggers_and_the_purge_timer(devhost: DevHost) -> None:
     functions = devhost.worker.functions
     names = [f.name for f in functions]
-    assert len(names) == len(set(names)) == 8
+    assert len(names) == len(set(names)) == 9
+    timers = [f for f in functions if f.trigger["type"] == "timerTrigger"]
+    assert [(f.name, f.trigger["schedule"]) for f in timers] == [("purge_expired", "%PURGE_SCHEDULE%")]
+    assert "PURGE_SCHEDULE" in json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     for function in functions:
+        if function in timers:
+            continue
         assert function.trigger["type"] == "httpTrigger"
         assert function.trigger["authLevel"] == "ANONYMOUS"
         assert [b["name"] for b in function.bindings if b["direction"] == "OUT"] == ["$return"]

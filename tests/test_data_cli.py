@@ -251,8 +251,7 @@ def test_an_interrupted_load_run_again_ends_in_the_same_state(service: Service, 
 def test_commands_get_batch_sized_storage_timeouts() -> None:
     """The data commands are not bound by a request's budget: a 100-row transaction against a
     large table may take longer than STORAGE_READ_TIMEOUT_SECONDS allows an answer's read."""
-    from shared.settings import Settings
-    from tools.data import batch_settings
+    from shared.settings import Settings, batch_settings
 
     request_path = Settings(
         insights_storage_connection_string="UseDevelopmentStorage=true",

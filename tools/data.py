@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
@@ -23,26 +23,10 @@ from shared.entities import document_of, is_copy
 from shared.ingest import write_documents
 from shared.keys import RecordRef, partition_key
 from shared.points import all_points
-from shared.settings import Settings, get_settings
+from shared.settings import batch_settings, get_settings
 from shared.store import InsightsStore, build_table_client
 
-__all__ = ["batch_settings", "export", "load", "open_store", "purge_expired", "stats", "with_store"]
-
-# A command is batch work, not an answer Copilot waits for: a transaction of 100 rows, or a
-# page of a large table, may take longer than a request's storage call is allowed to.
-BATCH_READ_TIMEOUT_SECONDS = 30.0
-BATCH_RETRIES = 3
-
-
-def batch_settings(settings: Settings) -> Settings:
-    """The settings with storage timeouts and retries sized for batch work (never smaller than
-    the configured ones)."""
-    return settings.model_copy(
-        update={
-            "storage_read_timeout_seconds": max(settings.storage_read_timeout_seconds, BATCH_READ_TIMEOUT_SECONDS),
-            "storage_retries": max(settings.storage_retries, BATCH_RETRIES),
-        }
-    )
+__all__ = ["export", "load", "migrate", "open_store", "purge_expired", "stats", "with_store"]
 
 
 @contextlib.asynccontextmanager
@@ -147,6 +131,80 @@ def export(
 
     print(f"exported {with_store(write_out)} document(s)", file=err)
     return 0
+
+
+MIGRATE_PAGE = 1000
+
+
+def migrate(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Rewrite every first-form row (`d|`, V=1) in the current form, through the write path.
+
+    A migrated document gets version 0, older than any write: a writer's concurrent write of the
+    same document wins whatever the order, and where the document already exists in the current
+    form its first-form leftovers are simply deleted. Resumable and idempotent: the first-form
+    rows are the work list, and each leaves it as it is migrated; run it again after an
+    interruption, and a second run finds nothing to do."""
+    import extensions  # noqa: F401 - registers the extension points documents name
+    from shared.documents import DocumentError, validate_document
+    from shared.entities import legacy_key
+    from shared.keys import LEGACY
+    from shared.writes import write
+
+    totals: Counter[str] = Counter()
+
+    async def run(store: InsightsStore) -> None:
+        with tqdm(unit="row", desc="migrating", disable=None, file=err) as bar:
+            pages = store.table.query_entities(
+                "RowKey ge @lo and RowKey lt @hi",
+                parameters={"lo": LEGACY, "hi": LEGACY[:-1] + "}"},
+                results_per_page=MIGRATE_PAGE,
+            ).by_page()
+            async for page in pages:
+                rows = [entity async for entity in page]
+                if rows:
+                    await migrate_page(store, rows)
+                    bar.update(len(rows))
+
+    async def migrate_page(store: InsightsStore, page: list[dict[str, Any]]) -> None:
+        documents = []
+        seen: dict[object, list[dict[str, Any]]] = {}
+        for entity in page:
+            try:
+                document, errors = validate_document(document_of(entity))
+            except (ValueError, KeyError, TypeError) as exc:
+                document, errors = None, [DocumentError("row", f"unreadable ({type(exc).__name__})")]
+            if document is None:
+                totals["invalid"] += 1
+                print(f"left as it is: row {entity['RowKey']} of {entity['PartitionKey']}: {errors[0]}", file=err)
+                continue
+            key = legacy_key(entity)
+            if key not in seen:
+                documents.append(document.model_copy(update={"version": 0}))
+            seen.setdefault(key, []).append(entity)
+        report = await write(store, documents)
+        from shared.keys import home_of
+
+        for document, outcome in zip(documents, report.outcomes, strict=True):
+            rows = seen[home_of(document)]
+            if outcome.status == "stale":  # the current form exists: these rows are leftovers
+                for entity in rows:
+                    with contextlib.suppress(Exception):
+                        await store.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                totals["leftovers deleted"] += len(rows)
+            elif outcome.status == "failed":
+                totals["failed"] += 1
+                print(f"failed: document {document.id}: {outcome.error}", file=err)
+            else:
+                totals["migrated"] += 1
+
+    with_store(run)
+    print(
+        f"migrated {totals['migrated']} document(s); deleted {totals['leftovers deleted']} leftover row(s); "
+        f"left {totals['invalid']} invalid row(s)"
+        + (f"; {totals['failed']} failed, run again" if totals["failed"] else ""),
+        file=out,
+    )
+    return 1 if totals["failed"] else 0
 
 
 def purge_expired() -> int:

@@ -1,0 +1,36 @@
+"""Housekeeping: expired documents are deleted on a schedule, in the app itself.
+
+Readers never serve an expired document (they compare `expiresAt` with the time of the read);
+this frees the space. The write path lists every document that carries `expiresAt` under its
+expiry day (`~expiry|YYYY-MM-DD`), so the purge reads the days that have passed instead of
+scanning the table, and deletes a listed document only if its index entity still says it has
+expired (it may have been rewritten with a later expiry or none since).
+
+The schedule is the app setting PURGE_SCHEDULE (six-field NCRONTAB, UTC: `0 30 2 * * *` is
+02:30 every day). Locally: `POST /admin/functions/purge_expired` on the dev host (or `func start`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import azure.functions as func
+
+bp = func.Blueprint()
+log = logging.getLogger("c4s.housekeeping")
+
+
+@bp.function_name("purge_expired")
+@bp.timer_trigger(schedule="%PURGE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+async def purge_expired(timer: func.TimerRequest) -> None:
+    from shared.settings import batch_settings, get_settings
+    from shared.store import InsightsStore, build_table_client
+    from shared.writes import purge_expired as purge
+
+    started = time.perf_counter()
+    if timer.past_due:
+        log.info("the purge is running late (its schedule was missed, e.g. while no instance ran)")
+    async with InsightsStore(build_table_client(batch_settings(get_settings()))) as store:
+        deleted = await purge(store)
+    log.info("purged %d expired document(s) in %.0f ms", deleted, (time.perf_counter() - started) * 1000)
