@@ -352,19 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent-requests", type=int, default=600, help="requests per operation at concurrency 16")
     parser.add_argument("--c64-requests", type=int, default=1200, help="requests per operation at concurrency 64")
     parser.add_argument("--raw-documents", type=int, default=50_000, help="documents for the raw batch-upsert floor")
-    parser.add_argument(
-        "--api-documents",
-        type=int,
-        default=2_000,
-        help="documents loaded through the ingestion API",
-    )
+    parser.add_argument("--api-clients", type=int, default=4, help="concurrent ingestion clients (and raw writers)")
+    parser.add_argument("--api-batches", type=int, default=2, help="batches each ingestion client sends")
     parser.add_argument(
         "--api-batch",
         type=int,
-        default=100,
-        help="documents per ingestion request; their partitions are scattered, so each is looked up with its "
-        "own query, which Azurite answers by scanning the whole table (70 ms and more at full size), and a "
-        "request must finish inside the 25-second ingestion budget",
+        default=1000,
+        help="documents per ingestion request: updates of loaded documents, scattered over the tenants' records",
     )
     parser.add_argument("--workers", type=int, default=4, help="loader threads, and the raw floor's")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
@@ -454,30 +448,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loader: {len(docs)} documents in {loader_seconds:.1f}s = {loader_rate:.0f} documents/s", flush=True)
 
         from shared.documents import validate_document
-        from shared.ingest import partitions_of
         from shared.settings import batch_settings, get_settings
-        from shared.store import InsightsStore, build_table_client
+        from shared.store import build_table_client
 
         # configured exactly as the loader's client (timeouts, retries, transport)
         raw_settings = batch_settings(get_settings()).model_copy(update={"insights_table_name": "rawfloor"})
 
-        # The same documents' entities (a document attached to a record and a contact is two),
-        # grouped by partition as the loader groups them, upserted in batches of up to 100 with
-        # nothing else: no validation, no lookup of what the partition holds.
+        # The same documents' entities as the write path stores them (each document's row and
+        # index entity, and its copy's when it has a record and a contact), grouped by
+        # partition, upserted in batches of up to 100 with nothing else: no validation, no
+        # lookup of what a partition holds, no condition.
         subset = [doc for d in docs[: args.raw_documents] if (doc := validate_document(d)[0]) is not None]
-        groups = partitions_of(subset)
-        entities = {
-            pk: [InsightsStore._operations(pk, doc, "", None)[0][1] for doc in group] for pk, group in groups.items()
-        }
+        entities = stored_entities(subset)
         total = sum(len(e) for e in entities.values())
-        loader_entities = sum(bool(d.get("recordId")) + bool(d.get("contactEmail")) for d in docs)
+        loader_entities = sum(2 + 2 * bool(d.get("recordId") and d.get("contactEmail")) for d in docs)
 
         async def upsert_all() -> float:
             import asyncio
 
             async with build_table_client(raw_settings) as raw:
                 await raw.create_table()
-                turns = asyncio.Semaphore(args.workers)
+                turns = asyncio.Semaphore(args.workers * 4)  # the loader's concurrency
 
                 async def upsert(group: list[dict[str, Any]]) -> None:
                     async with turns:
@@ -527,30 +518,15 @@ def main(argv: list[str] | None = None) -> int:
             except httpx.HTTPError:
                 time.sleep(0.1)
 
-        # -- the ingestion API -------------------------------------------------------------------
-        writer = authority.mint(tenant=HOME, audience=AUDIENCE, client_app=WRITER, roles=["Insights.Write"])
-        api_docs = synthetic(args.tenants, max(1, args.api_documents // 10), args.api_documents, seed=11)
-        for d in api_docs:
-            d["id"] = "api-" + d["id"]
-        started = time.perf_counter()
-        api_errors = 0
-        with httpx.Client(base_url=base, timeout=60) as client:
-            for i in range(0, len(api_docs), args.api_batch):
-                batch = api_docs[i : i + args.api_batch]
-                r = client.post(
-                    "/api/ingest/documents",
-                    json={"documents": batch},
-                    headers={"Authorization": f"Bearer {writer}"},
-                )
-                if r.status_code != 200 or r.json()["summary"]["written"] != len(batch):
-                    api_errors += 1
-        api_rate = len(api_docs) / (time.perf_counter() - started)
-        results["loading"]["ingestion_api_documents_per_s"] = round(api_rate, 1)
-        results["loading"]["ingestion_api_errors"] = api_errors
-        results["loading"]["ingestion_api_batch"] = args.api_batch
+        # -- the ingestion API against raw batch upserts -------------------------------------------
+        results["ingestion"] = ingestion_vs_raw(args, base, authority, docs, raw_settings)
+        ingestion = results["ingestion"]
         print(
-            f"ingestion API: {len(api_docs)} documents in batches of {args.api_batch} at {api_rate:.0f}/s, "
-            f"{api_errors} failed batches",
+            f"ingestion API: {ingestion['documents']} documents in scattered batches of {ingestion['batch']} from "
+            f"{ingestion['clients']} clients at {ingestion['api_documents_per_s']:.0f}/s "
+            f"(batch median {ingestion['batch_median_s']} s), {ingestion['api_errors']} failed batches; raw batch "
+            f"upserts of their entities from {ingestion['clients']} clients {ingestion['raw_documents_per_s']:.0f}/s: "
+            f"ratio {ingestion['ratio']}",
             flush=True,
         )
 
@@ -573,8 +549,105 @@ def main(argv: list[str] | None = None) -> int:
     errors = sum(
         op[c][side]["errors"] for op in results["operations"].values() for c in op for side in ("ours", "floor")
     )
-    errors += results["loading"]["ingestion_api_errors"]
+    errors += results["ingestion"]["api_errors"]
     return 1 if errors else 0
+
+
+def stored_entities(documents: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """What the write path stores for each document, by partition: its row and index entity at
+    home, and its copy's row and index entity when it has a record and a contact."""
+    from shared.entities import data_entity, digest_of, index_entity
+    from shared.keys import home_of, twin_of
+
+    by_partition: dict[str, list[dict[str, Any]]] = {}
+    for doc in documents:
+        key, twin = home_of(doc), twin_of(doc)
+        row = data_entity(doc, key, key.home, 1, twin)
+        by_partition.setdefault(key.home, []).extend(
+            [row, index_entity(key, key.home, row=row["RowKey"], version=1, twin=twin, digest=digest_of(doc))]
+        )
+        if twin:
+            copy = data_entity(doc, key, twin, 1, key.home)
+            by_partition.setdefault(twin, []).extend(
+                [copy, index_entity(key, twin, row=copy["RowKey"], version=1, twin=key.home)]
+            )
+    return by_partition
+
+
+def ingestion_vs_raw(
+    args: argparse.Namespace, base: str, authority: LocalAuthority, docs: list[dict[str, Any]], settings: Any
+) -> dict[str, Any]:
+    """Scattered 1,000-document batches of updates (each a new dateTime, so its row moves) sent by
+    `api_clients` concurrent clients to the ingestion API of the loaded table; then raw batch
+    upserts of the same documents' entities into the same table from as many clients."""
+    import asyncio
+
+    import httpx
+
+    from shared.documents import validate_document
+    from shared.store import build_table_client
+
+    rng = random.Random(13)
+    wanted = args.api_clients * args.api_batches * args.api_batch
+    picked = rng.sample(docs, min(wanted, len(docs)))
+    updates = []
+    for d in picked:
+        when = time.gmtime(time.mktime(time.strptime(d["dateTime"], "%Y-%m-%dT%H:%M:%SZ")) + 86400)
+        updates.append({**d, "dateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", when)})
+    batches = [updates[i : i + args.api_batch] for i in range(0, len(updates), args.api_batch)]
+    token = authority.mint(tenant=HOME, audience=AUDIENCE, client_app=WRITER, roles=["Insights.Write"])
+    seconds: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def client(mine: list[list[dict[str, Any]]]) -> None:
+        nonlocal errors
+        with httpx.Client(base_url=base, timeout=60) as http:
+            for batch in mine:
+                started = time.perf_counter()
+                r = http.post(
+                    "/api/ingest/documents", json={"documents": batch}, headers={"Authorization": f"Bearer {token}"}
+                )
+                ok = r.status_code == 200 and r.json()["summary"]["written"] == len(batch)
+                with lock:
+                    seconds.append(time.perf_counter() - started)
+                    errors += not ok
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.api_clients) as pool:
+        list(pool.map(client, [batches[c :: args.api_clients] for c in range(args.api_clients)]))
+    api_seconds = time.perf_counter() - started
+
+    entities = stored_entities([doc for d in updates if (doc := validate_document(d)[0]) is not None])
+    chunks = [group[i : i + 100] for group in entities.values() for i in range(0, len(group), 100)]
+
+    async def raw() -> float:
+        async with build_table_client(settings.model_copy(update={"insights_table_name": "bench"})) as table:
+            queue = list(chunks)
+
+            async def one_client() -> None:
+                while queue:
+                    chunk = queue.pop()
+                    await table.submit_transaction([("upsert", e, {"mode": "replace"}) for e in chunk])
+
+            begun = time.perf_counter()
+            await asyncio.gather(*(one_client() for _ in range(args.api_clients)))
+            return time.perf_counter() - begun
+
+    raw_seconds = asyncio.run(raw())
+    api_rate, raw_rate = len(updates) / api_seconds, len(updates) / raw_seconds
+    return {
+        "documents": len(updates),
+        "batch": args.api_batch,
+        "clients": args.api_clients,
+        "batches_per_client": args.api_batches,
+        "api_documents_per_s": round(api_rate, 1),
+        "batch_median_s": round(statistics.median(seconds), 2),
+        "api_errors": errors,
+        "raw_documents_per_s": round(raw_rate, 1),
+        "raw_entities": sum(len(c) for c in chunks),
+        "ratio": round(api_rate / raw_rate, 2),
+    }
 
 
 def run_operations(
@@ -614,10 +687,22 @@ def run_operations(
         found = 0
         pages = floor_table.query_entities(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and ( Exp eq '' or Exp gt @now ) and Org eq ''",
-            parameters={"pk": pk, "lo": "d|", "hi": "d}", "now": now},
+            parameters={"pk": pk, "lo": "e|", "hi": "e}", "now": now},
             results_per_page=rows,
             select=[
-                *("PartitionKey", "Id", "Ep", "DateTime", "Lang", "Fields", "Localized", "Prompts", "V"),
+                *(
+                    "PartitionKey",
+                    "RowKey",
+                    "Id",
+                    "Ep",
+                    "DateTime",
+                    "Exp",
+                    "Lang",
+                    "Fields",
+                    "Localized",
+                    "Prompts",
+                    "V",
+                ),
                 *("RecordType", "RecordId", "Contact"),
             ],
         ).by_page()
@@ -753,7 +838,13 @@ def report(results: dict[str, Any]) -> None:
     print(
         f"\nloader {loading['loader_documents_per_s']:.0f} documents/s vs raw batch upserts of the same documents' entities "
         f"{loading['raw_batch_upserts_documents_per_s']:.0f} documents/s "
-        f"(ratio {loading['ratio']}); ingestion API {loading['ingestion_api_documents_per_s']:.0f} documents/s"
+        f"(ratio {loading['ratio']})"
+    )
+    ingestion = results["ingestion"]
+    print(
+        f"ingestion API {ingestion['api_documents_per_s']:.0f} documents/s vs raw batch upserts of the same entities "
+        f"{ingestion['raw_documents_per_s']:.0f} documents/s (ratio {ingestion['ratio']}; {ingestion['clients']} "
+        f"clients, scattered batches of {ingestion['batch']}, {ingestion['api_errors']} failed batches)"
     )
     startup = results["startup"]
     print(
@@ -761,6 +852,23 @@ def report(results: dict[str, Any]) -> None:
         f"peak memory: dev host {results['dev_host_peak_rss_mb']} MB, bench/loader {results['bench_peak_rss_mb']} MB"
     )
     print(f"machine: {results['machine']}")
+
+
+def _ingestion_line(results: dict[str, Any]) -> str:
+    if "ingestion" not in results:  # a results file from before the comparison
+        loading = results["loading"]
+        return (
+            f"- Ingestion API (batches of {loading.get('ingestion_api_batch', 500)} over HTTP): "
+            f"{loading['ingestion_api_documents_per_s']} documents/s, {loading['ingestion_api_errors']} failed batches."
+        )
+    i = results["ingestion"]
+    return (
+        f"- Ingestion API, {i['clients']} clients each sending {i['batches_per_client']} scattered batches of "
+        f"{i['batch']:,} updates into the loaded table: {i['api_documents_per_s']} documents/s (median batch "
+        f"{i['batch_median_s']} s, {i['api_errors']} failed) against raw batch upserts of the same entities "
+        f"({i['raw_entities']:,}: rows and index entities, grouped per partition) from {i['clients']} clients at "
+        f"{i['raw_documents_per_s']} documents/s: ratio {i['ratio']}."
+    )
 
 
 def _startup_line(results: dict[str, Any]) -> str:
@@ -803,8 +911,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"({loading['loader_entities_per_s']} entities/s) against raw batch upserts of {loading['raw_documents']:,} "
         f"of the same documents at {loading['raw_batch_upserts_documents_per_s']} documents/s "
         f"({loading['raw_batch_upserts_entities_per_s']} entities/s): ratio {loading['ratio']}.",
-        f"- Ingestion API (batches of {loading.get('ingestion_api_batch', 500)} over HTTP): "
-        f"{loading['ingestion_api_documents_per_s']} documents/s, {loading['ingestion_api_errors']} failed batches.",
+        _ingestion_line(results),
         _startup_line(results),
         f"- Peak memory: dev host {results['dev_host_peak_rss_mb']} MB; bench process incl. the loader "
         f"{results['bench_peak_rss_mb']} MB.",

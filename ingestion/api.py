@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from shared.errors import InsufficientPermissions, RequestTooLarge, ServiceUnavailable
 from shared.ingest import delete_documents, write_documents
+from shared.normalize import GUID_PATTERN
 from shared.params import RequestModel
 from shared.pipeline import RequestContext, operation
 from shared.points import all_points, get_point
@@ -145,7 +146,7 @@ async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> Upser
 
 
 class DeleteRequest(RequestModel):
-    tenantId: str = Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    tenantId: str = Field(pattern=rf"^{GUID_PATTERN}$")
     scope: Literal["document", "record", "contact", "tenant"]
     extensionPoint: str | None = None
     recordType: str | None = None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from shared.config import is_loopback_url
 from shared.errors import InsufficientPermissions, InvalidToken, ServiceUnavailable
 from shared.logs import get_logger
+from shared.normalize import is_guid
 
 if TYPE_CHECKING:
     import httpx
@@ -46,7 +46,6 @@ __all__ = ["KeySetCache", "MetadataCache", "Principal", "TokenValidator"]
 
 log = get_logger("c4s.auth")
 
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ALGORITHM = "RS256"
 KEYS_MAX_AGE = 3600.0
 METADATA_MAX_AGE = 24 * 3600.0
@@ -253,7 +252,7 @@ class TokenValidator:
         if version not in self.settings.auth_token_versions:
             raise InvalidToken(log_detail=f"v{version} tokens are not accepted (AUTH_TOKEN_VERSIONS)")
         tid = unverified.get("tid")
-        if not isinstance(tid, str) or not _GUID.match(tid):
+        if not isinstance(tid, str) or not is_guid(tid) or tid != tid.lower():
             raise InvalidToken(log_detail="tid is missing or not a lower-case GUID")
 
         writer = role == "writer"

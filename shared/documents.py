@@ -31,7 +31,6 @@ from shared.points import ExtensionPoint, all_points, get_point
 
 __all__ = ["DocumentError", "InsightDocument", "ParsedLine", "parse_jsonl", "validate_document"]
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _FORBIDDEN_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -98,7 +97,7 @@ class InsightDocument(BaseModel):
     @field_validator("tenantId")
     @classmethod
     def _tenant(cls, value: str) -> str:
-        if not _GUID.match(value):
+        if not normalize.is_guid(value):
             raise ValueError("must be a tenant GUID")
         return value.lower()
 

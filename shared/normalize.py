@@ -16,7 +16,16 @@ __all__ = [
 
 MAX_KEY_VALUE_LENGTH = 256
 _SPACES = re.compile(r"\s+")
-_GUID = re.compile(r"^\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?$")
+GUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+"""The one GUID pattern (tenants, app ids, Dynamics record ids), any case."""
+_GUID = re.compile(rf"^{GUID_PATTERN}$")
+_BRACED_GUID = re.compile(rf"^\{{?({GUID_PATTERN})\}}?$")
+
+
+def is_guid(value: str) -> bool:
+    return bool(_GUID.match(value))
+
+
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
@@ -53,7 +62,7 @@ def record_id(value: str) -> str:
     """CRM record ids are kept as given, except GUIDs (Dynamics 365), which CRMs print in either
     case and with or without braces: those become lower case without braces."""
     value = value.strip()
-    match = _GUID.match(value)
+    match = _BRACED_GUID.match(value)
     return match.group(1).lower() if match else value
 
 

@@ -6,7 +6,6 @@ time: see `shared.config`.
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -15,11 +14,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.config import get_settings, is_loopback_url, reset_settings
+from shared.normalize import is_guid
 
 __all__ = ["Settings", "batch_settings", "describe", "get_settings", "is_loopback_url", "reset_settings"]
 
 CsvList = Annotated[list[str], NoDecode]
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class Settings(BaseSettings):
@@ -80,7 +79,7 @@ class Settings(BaseSettings):
     @classmethod
     def _tenants_are_guids(cls, value: list[str]) -> list[str]:
         for tenant in value:
-            if tenant != "*" and not _GUID.match(tenant):
+            if tenant != "*" and not is_guid(tenant):
                 raise ValueError(f"{tenant!r} is neither a tenant GUID nor '*'")
         return [t.lower() for t in value]
 
@@ -88,7 +87,7 @@ class Settings(BaseSettings):
     @classmethod
     def _home_tenants_are_guids(cls, value: list[str]) -> list[str]:
         for tenant in value:
-            if not _GUID.match(tenant):
+            if not is_guid(tenant):
                 raise ValueError(f"{tenant!r} is not a tenant GUID (writers come from named tenants only)")
         return [t.lower() for t in value]
 
@@ -152,7 +151,7 @@ def _parse_grants(value: str) -> dict[str, frozenset[str]]:
         if not sep or not app.strip() or not names:
             raise ValueError(f"{part.strip()!r} is not appId=tenant|tenant or appId=*")
         for tenant in names:
-            if tenant != "*" and not _GUID.match(tenant):
+            if tenant != "*" and not is_guid(tenant):
                 raise ValueError(f"{tenant!r} in the grant of {app.strip()} is not a tenant GUID")
         grants[app.strip().lower()] = frozenset(names)
     return grants

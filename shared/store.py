@@ -7,6 +7,7 @@ partitions it names (Microsoft's table design guide: never scan), newest first, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("c4s.store")
+SCHEMA_MARKER = ("~meta", "schema")
+"""An entity saying which storage forms the table may hold (outside every tenant's key range)."""
 _DOCUMENT_ROWS = (LEGACY, DATA[:-1] + "}")
 """Every document row of a partition, both forms (`d|`..., `e|`...), and no index entity."""
 _SELECT = [
@@ -63,6 +66,37 @@ class InsightsStore:
     def __init__(self, table_client: Any, max_concurrent_reads: int = 0) -> None:
         self.table = table_client
         self.gate = ReadGate(max_concurrent_reads)
+        self._first_form: bool | None = None
+        self._asking: asyncio.Future[bool] | None = None
+
+    async def first_form_possible(self) -> bool:
+        """Whether the table may still hold first-form rows (`d|`): unless the table was created
+        by this code or `manage.py migrate` has finished, writers look for them too."""
+        if self._first_form is None:
+            if self._asking is None:
+                self._asking = asyncio.ensure_future(self._read_marker())  # one read, however many ask
+            try:
+                self._first_form = await asyncio.shield(self._asking)
+            finally:
+                if self._asking.done():
+                    self._asking = None
+        return self._first_form
+
+    async def _read_marker(self) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            marker = await self.table.get_entity(*SCHEMA_MARKER)
+        except ResourceNotFoundError:
+            return True
+        return bool(marker.get("FirstForm", True))
+
+    async def mark_current_form_only(self) -> None:
+        """Record that the table holds no first-form rows (a new table; a finished migration)."""
+        await self.table.upsert_entity(
+            {"PartitionKey": SCHEMA_MARKER[0], "RowKey": SCHEMA_MARKER[1], "FirstForm": False, "V": 2}
+        )
+        self._first_form = False
 
     async def _pages(self, query: str, params: dict[str, Any], page_size: int) -> AsyncGenerator[dict[str, Any]]:
         pages = self.table.query_entities(
@@ -231,7 +265,8 @@ class InsightsStore:
         try:
             await self.table.create_table()
         except ResourceExistsError:
-            pass
+            return
+        await self.mark_current_form_only()
 
     async def __aenter__(self) -> InsightsStore:
         return self

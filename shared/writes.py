@@ -137,6 +137,7 @@ class Writer:
     """Applies changes to the table with the rules above; `concurrency` partitions at once."""
 
     def __init__(self, store: InsightsStore, concurrency: int = 16) -> None:
+        self.store = store
         self.table = store.table
         self.turns = asyncio.Semaphore(max(1, concurrency))
         self.transactions = 0
@@ -180,15 +181,29 @@ class Writer:
     # ---- lookups -----------------------------------------------------------------------------
 
     async def _lookup(self, pk: str, keys: Iterable[DocKey]) -> _PartitionState:
-        """Index entities of `keys` in partition `pk` and its first-form rows: one range query."""
+        """Index entities of `keys` in partition `pk` (and its first-form rows while the table may
+        hold some): one request, a point read for one document, else a RowKey range."""
         rows = sorted(key.index_row(pk) for key in keys)
         self._check_time()
         self.lookups.append(pk)
         index: dict[str, IndexState] = {}
         legacy: dict[DocKey, list[dict[str, Any]]] = defaultdict(list)
         try:
+            if await self.store.first_form_possible():
+                query = "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey le @ihi ) )"
+            elif len(rows) == 1:
+                from azure.core.exceptions import ResourceNotFoundError
+
+                try:
+                    entity = await self.table.get_entity(pk, rows[0])
+                    index[rows[0]] = IndexState.from_entity(entity)
+                except ResourceNotFoundError:
+                    pass
+                return _PartitionState(index, legacy)
+            else:
+                query = "PartitionKey eq @pk and RowKey ge @ilo and RowKey le @ihi"
             async for entity in self.table.query_entities(
-                "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey le @ihi ) )",
+                query,
                 parameters={"pk": pk, "dlo": LEGACY, "dhi": LEGACY[:-1] + "}", "ilo": rows[0], "ihi": rows[-1]},
             ):
                 if is_legacy_row(entity["RowKey"]):

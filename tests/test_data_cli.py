@@ -28,7 +28,11 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 
 
 def rows(service: Service) -> list[dict[str, Any]]:
-    return sorted((dict(e) for e in service.table.list_entities()), key=lambda e: (e["PartitionKey"], e["RowKey"]))
+    """The table's rows, but its schema marker (`~meta`)."""
+    return sorted(
+        (dict(e) for e in service.table.list_entities() if e["PartitionKey"] != "~meta"),
+        key=lambda e: (e["PartitionKey"], e["RowKey"]),
+    )
 
 
 def documents(service: Service) -> int:

@@ -30,7 +30,7 @@ def run_load(service: Service, path: Path, *flags: str) -> subprocess.CompletedP
 
 def table_rows(service: Service) -> list[dict[str, Any]]:
     return sorted(
-        ({k: v for k, v in e.items()} for e in service.table.list_entities()),
+        ({k: v for k, v in e.items()} for e in service.table.list_entities() if e["PartitionKey"] != "~meta"),
         key=lambda e: (e["PartitionKey"], e["RowKey"]),
     )
 

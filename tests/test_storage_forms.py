@@ -68,6 +68,9 @@ def first_form(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def store_first_form(service: Service, *documents: dict[str, Any]) -> None:
+    """Rows as the first form stored them, in a table as it was then (no marker saying it holds
+    only the current form)."""
+    service.table.delete_entity("~meta", "schema")
     for data in documents:
         for entity in first_form(data):
             service.table.upsert_entity(entity)

@@ -197,7 +197,18 @@ def migrate(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
             else:
                 totals["migrated"] += 1
 
+    async def finish(store: InsightsStore) -> bool:
+        """Once no first-form row is left, writers stop looking for them."""
+        async for _ in store.table.query_entities(
+            "RowKey ge @lo and RowKey lt @hi", parameters={"lo": LEGACY, "hi": LEGACY[:-1] + "}"}, results_per_page=1
+        ):
+            return False
+        await store.mark_current_form_only()
+        return True
+
     with_store(run)
+    if not totals["failed"] and not with_store(finish):
+        print("first-form rows remain (the invalid ones above): writers keep looking for them", file=err)
     print(
         f"migrated {totals['migrated']} document(s); deleted {totals['leftovers deleted']} leftover row(s); "
         f"left {totals['invalid']} invalid row(s)"
