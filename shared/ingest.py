@@ -30,21 +30,27 @@ async def write_documents(
     documents: Sequence[InsightDocument],
     progress: Callable[[int], None] | None = None,
     concurrency: int = 16,
+    optimistic: bool = False,
 ) -> WriteReport:
     """Write documents (idempotent: the same documents again leave the table as it is). One
     outcome a document, in order. A later document of the same identity wins over an earlier
-    one only inside one chunk; across chunks they are written in order, which ends the same."""
+    one only inside one chunk; across chunks they are written in order, which ends the same.
+
+    `optimistic` (a bulk load): write without looking first, while that pays: after a chunk in
+    which more than a tenth of the documents already existed, look first."""
     outcomes: list[Outcome] = []
-    partitions = transactions = 0
+    partitions = transactions = conflicts = 0
     for start in range(0, len(documents), LOAD_CHUNK):
         chunk = documents[start : start + LOAD_CHUNK]
-        report = await write(store, chunk, concurrency)
+        report = await write(store, chunk, concurrency, optimistic)
+        optimistic = optimistic and report.conflicts * 10 <= len(chunk)
         outcomes += report.outcomes
         partitions += report.partitions
         transactions += report.transactions
+        conflicts += report.conflicts
         if progress:
             progress(len(chunk))
-    return WriteReport(outcomes, partitions, transactions)
+    return WriteReport(outcomes, partitions, transactions, conflicts)
 
 
 async def delete_documents(

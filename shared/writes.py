@@ -76,6 +76,9 @@ RESERVE_SECONDS = 2.0
 """Time kept back from the request's budget: no new storage call starts with less left, so the
 caller still gets the per-item report."""
 _CONFLICTS = {404, 409, 412}
+POINT_READS = 8
+"""A partition's lookup for up to this many documents is point reads (the cheapest request on
+Azure, and on Azurite, which answers a query by scanning); for more, one RowKey range query."""
 
 Status = Literal["written", "stale", "failed", "absent", "kept"]
 
@@ -111,6 +114,7 @@ class WriteReport:
     outcomes: list[Outcome]
     partitions: int = 0
     transactions: int = 0
+    conflicts: int = 0
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -136,9 +140,13 @@ class _PartitionState:
 class Writer:
     """Applies changes to the table with the rules above; `concurrency` partitions at once."""
 
-    def __init__(self, store: InsightsStore, concurrency: int = 16) -> None:
+    def __init__(self, store: InsightsStore, concurrency: int = 16, optimistic: bool = False) -> None:
         self.store = store
         self.table = store.table
+        self.optimistic = optimistic
+        """Write first, look up only on a conflict: for loads of documents the table does not hold
+        yet (a create fails if the document exists, and is then planned again on what is there)."""
+        self.conflicts = 0
         self.turns = asyncio.Semaphore(max(1, concurrency))
         self.transactions = 0
         self._labels = 0
@@ -155,13 +163,16 @@ class Writer:
         for change in changes:
             if change.outcome is None:
                 homes[change.key.home].append(change)
-        # one lookup per partition touched: the homes, and the partitions copies go to
-        wanted: dict[str, set[DocKey]] = defaultdict(set)
-        for change in changes:
-            wanted[change.key.home].add(change.key)
-            if change.doc is not None and (twin := twin_of(change.doc)):
-                wanted[twin].add(change.key)
-        await self._gather(self._prefetch(pk, keys) for pk, keys in wanted.items())
+        if self.optimistic and await self.store.first_form_possible():
+            self.optimistic = False  # first-form rows must be looked for
+        if not self.optimistic:
+            # one lookup per partition touched: the homes, and the partitions copies go to
+            wanted: dict[str, set[DocKey]] = defaultdict(set)
+            for change in changes:
+                wanted[change.key.home].add(change.key)
+                if change.doc is not None and (twin := twin_of(change.doc)):
+                    wanted[twin].add(change.key)
+            await self._gather(self._prefetch(pk, keys) for pk, keys in wanted.items())
         await self._gather(self._home(pk, group) for pk, group in homes.items())
         await self._copies([c for c in changes if c.outcome is not None and c.outcome.status == "written"])
 
@@ -191,14 +202,12 @@ class Writer:
         try:
             if await self.store.first_form_possible():
                 query = "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey le @ihi ) )"
-            elif len(rows) == 1:
-                from azure.core.exceptions import ResourceNotFoundError
-
-                try:
-                    entity = await self.table.get_entity(pk, rows[0])
-                    index[rows[0]] = IndexState.from_entity(entity)
-                except ResourceNotFoundError:
-                    pass
+            elif len(rows) <= POINT_READS:
+                for row, entity in zip(
+                    rows, await asyncio.gather(*(self._point_read(pk, r) for r in rows)), strict=True
+                ):
+                    if entity is not None:
+                        index[row] = IndexState.from_entity(entity)
                 return _PartitionState(index, legacy)
             else:
                 query = "PartitionKey eq @pk and RowKey ge @ilo and RowKey le @ihi"
@@ -214,7 +223,17 @@ class Writer:
             raise _Transient(_describe(exc)) from exc
         return _PartitionState(index, legacy)
 
+    async def _point_read(self, pk: str, row: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return await self.table.get_entity(pk, row)
+        except ResourceNotFoundError:
+            return None
+
     async def _state(self, pk: str, keys: Iterable[DocKey], fresh: bool) -> _PartitionState:
+        if not fresh and self.optimistic:
+            return _PartitionState({}, {})
         if not fresh and (known := self._prefetched.pop(pk, None)) is not None:
             return known
         return await self._lookup(pk, keys)
@@ -296,6 +315,7 @@ class Writer:
             except Exception as exc:  # noqa: BLE001 - classified: conflicts retried, the rest reported
                 if getattr(exc, "status_code", None) in _CONFLICTS:
                     conflicted += [change for change, _, _ in members]
+                    self.conflicts += len(members)
                     continue
                 for change, _, _ in members:
                     where = "at home" if home else "in its copy's partition"
@@ -481,14 +501,16 @@ def changes_of(documents: Sequence[InsightDocument]) -> tuple[list[Change], list
     return changes, [index_of[last[key]] for key in keys]
 
 
-async def write(store: InsightsStore, documents: Sequence[InsightDocument], concurrency: int = 16) -> WriteReport:
+async def write(
+    store: InsightsStore, documents: Sequence[InsightDocument], concurrency: int = 16, optimistic: bool = False
+) -> WriteReport:
     """Write validated documents; one outcome per document, in order."""
     changes, positions = changes_of(documents)
-    writer = Writer(store, concurrency)
+    writer = Writer(store, concurrency, optimistic)
     await writer.apply(changes)
     outcomes = [changes[p].outcome or Outcome("failed", None, "not attempted") for p in positions]
     partitions = len({c.key.home for c in changes} | {twin_of(c.doc) for c in changes if c.doc and twin_of(c.doc)})
-    return WriteReport(outcomes, partitions, writer.transactions)
+    return WriteReport(outcomes, partitions, writer.transactions, writer.conflicts)
 
 
 async def delete(store: InsightsStore, keys: Sequence[DocKey], version: int | None = None) -> WriteReport:

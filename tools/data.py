@@ -80,7 +80,9 @@ def load(
         return 0
     with tqdm(total=len(good), unit="doc", desc="loading", disable=None, file=err) as bar:
         report = with_store(
-            lambda store: write_documents(store, good, progress=bar.update, concurrency=max(1, workers) * 4)
+            lambda store: write_documents(
+                store, good, progress=bar.update, concurrency=max(1, workers) * 4, optimistic=True
+            )
         )
     failed = 0
     for document, outcome in zip(good, report.outcomes, strict=True):
