@@ -67,19 +67,14 @@ class InsightsStore:
         self.table = table_client
         self.gate = ReadGate(max_concurrent_reads)
         self._first_form: bool | None = None
-        self._asking: asyncio.Future[bool] | None = None
 
     async def first_form_possible(self) -> bool:
         """Whether the table may still hold first-form rows (`d|`): unless the table was created
         by this code or `manage.py migrate` has finished, writers look for them too."""
         if self._first_form is None:
-            if self._asking is None:
-                self._asking = asyncio.ensure_future(self._read_marker())  # one read, however many ask
-            try:
-                self._first_form = await asyncio.shield(self._asking)
-            finally:
-                if self._asking.done():
-                    self._asking = None
+            # read once and kept (the first requests of an instance may each read it: one point
+            # read, cancelled with its request at the deadline like any other storage call)
+            self._first_form = await self._read_marker()
         return self._first_form
 
     async def _read_marker(self) -> bool:
@@ -130,13 +125,18 @@ class InsightsStore:
         so they all arrive first: they are held, filtered by the window, and merged in by date."""
         now = scope.now or datetime.now(UTC)
         low, high = window.row_range()
-        clauses = [
-            "PartitionKey eq @pk",
-            "RowKey ge @olo",
-            "RowKey lt @hi",
-            "( RowKey lt @ohi or RowKey ge @lo )",
-            "( Exp eq '' or Exp gt @now )",
-        ]
+        legacy_possible = self._first_form
+        if legacy_possible is None:  # an instance's first reads: one point read, inside a read slot
+            async with self.gate.slot():
+                try:
+                    legacy_possible = await self.first_form_possible()
+                except Exception as exc:
+                    raise _unavailable(exc) from exc
+        if legacy_possible:
+            rows = ["RowKey ge @olo", "RowKey lt @hi", "( RowKey lt @ohi or RowKey ge @lo )"]
+        else:
+            rows = ["RowKey ge @lo", "RowKey lt @hi"]  # the window's range only
+        clauses = ["PartitionKey eq @pk", *rows, "( Exp eq '' or Exp gt @now )"]
         params: dict[str, Any] = {
             "pk": partition_key(tenant, point, ref),
             "olo": _DOCUMENT_ROWS[0],
@@ -207,7 +207,6 @@ class InsightsStore:
         self, tenant: str, point: str, refs: Sequence[RecordRef], scope: Scope, limits: Sequence[int]
     ) -> list[list[StoredDocument]]:
         """The first `limits[i]` visible documents of each partition `refs[i]`, read concurrently."""
-        import asyncio
 
         reads = [self.first(tenant, point, ref, scope, limit) for ref, limit in zip(refs, limits, strict=True)]
         return list(await asyncio.gather(*reads))

@@ -163,8 +163,11 @@ class Writer:
         for change in changes:
             if change.outcome is None:
                 homes[change.key.home].append(change)
-        if self.optimistic and await self.store.first_form_possible():
-            self.optimistic = False  # first-form rows must be looked for
+        if self.optimistic:
+            try:
+                self.optimistic = not await self.store.first_form_possible()  # else they must be looked for
+            except Exception:  # noqa: BLE001 - the lookups will meet the same trouble and report it
+                self.optimistic = False
         if not self.optimistic:
             # one lookup per partition touched: the homes, and the partitions copies go to
             wanted: dict[str, set[DocKey]] = defaultdict(set)
