@@ -169,13 +169,19 @@ class Writer:
             except Exception:  # noqa: BLE001 - the lookups will meet the same trouble and report it
                 self.optimistic = False
         if not self.optimistic:
-            # one lookup per partition touched: the homes, and the partitions copies go to
+            # One lookup per partition touched. Each partition's step looks its own partition
+            # up right before its transaction (so work cut short by the deadline is not looked
+            # up for nothing); a partition that is both a home and a copy's is looked up once,
+            # for both, before either step.
             wanted: dict[str, set[DocKey]] = defaultdict(set)
+            twins: set[str] = set()
             for change in changes:
                 wanted[change.key.home].add(change.key)
                 if change.doc is not None and (twin := twin_of(change.doc)):
                     wanted[twin].add(change.key)
-            await self._gather(self._prefetch(pk, keys) for pk, keys in wanted.items())
+                    twins.add(twin)
+            both = twins & homes.keys()
+            await self._gather(self._prefetch(pk, wanted[pk]) for pk in both)
         await self._gather(self._home(pk, group) for pk, group in homes.items())
         await self._copies([c for c in changes if c.outcome is not None and c.outcome.status == "written"])
 
@@ -237,7 +243,9 @@ class Writer:
     async def _state(self, pk: str, keys: Iterable[DocKey], fresh: bool) -> _PartitionState:
         if not fresh and self.optimistic:
             return _PartitionState({}, {})
-        if not fresh and (known := self._prefetched.pop(pk, None)) is not None:
+        if not fresh and (known := self._prefetched.get(pk)) is not None:
+            # the snapshot serves the first try of both the home's and the copies' step (their
+            # index entities differ); a conflict makes any later try look again
             return known
         return await self._lookup(pk, keys)
 

@@ -439,3 +439,28 @@ def test_the_same_id_on_two_records_and_a_contact_is_three_documents_after_any_w
     # R1's document with a contact has its copy beside the contact's own document of the same id
     contact_rows = [r for r in data_rows(writer) if "|c|" in r["PartitionKey"]]
     assert sorted(r["RowKey"].split("|", 2)[2] for r in contact_rows) == ["latest", "latest|r|opportunity|R1"]
+
+
+def test_a_partition_that_is_a_home_and_a_copys_is_looked_up_once(
+    writer: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.writes
+
+    lookups: list[str] = []
+    real = shared.writes.Writer._lookup
+
+    async def spy(self: Any, pk: str, keys: Any) -> Any:
+        lookups.append(pk)
+        return await real(self, pk, keys)
+
+    monkeypatch.setattr(shared.writes.Writer, "_lookup", spy)
+    batch = [
+        attached("emailSummary", id="own", contact="megan@fabrikam.example"),
+        attached("emailSummary", id="deal", record_id="opp-1", contact="megan@fabrikam.example"),
+    ]
+    for _ in range(2):  # new, then known
+        lookups.clear()
+        body = writer.post(UPSERT, {"documents": batch}, token=writer_token(writer)).json()
+        assert body["summary"]["written"] == 2
+        assert sorted(lookups) == sorted(set(lookups)) and len(lookups) == 2
+    assert len(data_rows(writer)) == 3
