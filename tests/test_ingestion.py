@@ -47,6 +47,19 @@ def rows(service: Service) -> list[dict[str, Any]]:
     )
 
 
+def document_delete(id: str, record_id: str = "opp-1", **extra: Any) -> dict[str, Any]:
+    """A delete request for one opportunity insight of TENANT_A."""
+    return {
+        "tenantId": TENANT_A,
+        "scope": "document",
+        "extensionPoint": "opportunityInsights",
+        "recordType": "opportunity",
+        "recordId": record_id,
+        "id": id,
+        **extra,
+    }
+
+
 def highlights(service: Service, tenant: str = TENANT_A, record: str = "opp-1") -> list[str]:
     body = service.get(
         HIGHLIGHTS, {"recordType": "opportunity", "recordId": record, "top": 100}, token=service.token(tenant=tenant)
@@ -206,14 +219,7 @@ def test_deletes_at_every_level(writer: Service) -> None:
 
     one = writer.post(
         DELETE,
-        {
-            "tenantId": TENANT_A,
-            "scope": "document",
-            "extensionPoint": "opportunityInsights",
-            "recordType": "opportunity",
-            "recordId": "opp-1",
-            "id": "gone",
-        },
+        document_delete("gone"),
         token=token,
     )
     assert one.json() == {"deleted": 1, "stale": 0, "failed": 0}

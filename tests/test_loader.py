@@ -157,16 +157,9 @@ def test_a_bulk_reload_that_moves_documents_keeps_one_row_each_and_looks_each_pa
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Moves stay atomic in every partition, and a load reads each partition it touches once."""
-    import shared.writes
+    from tests.test_write_path import lookups_of
 
-    lookups: list[str] = []
-    real = shared.writes.Writer._lookup
-
-    async def spy(self: Any, pk: str, keys: Any) -> Any:
-        lookups.append(pk)
-        return await real(self, pk, keys)
-
-    monkeypatch.setattr(shared.writes.Writer, "_lookup", spy)
+    lookups = lookups_of(monkeypatch)
     first = [
         doc(id=f"d{k}", record_id=f"opp-{r:02d}", date_time=f"2025-01-0{k + 1}T00:00:00Z")
         for r in range(30)

@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 import httpx
 
-from tests.conftest import TENANT_A, Service, attached, doc
+from tests.conftest import Service, attached, doc
 from tests.test_data_cli import cli
-from tests.test_ingestion import DELETE, UPSERT, rows, writer, writer_token
+from tests.test_ingestion import DELETE, UPSERT, document_delete, rows, writer, writer_token
 from tests.test_write_path import activity, activity_ids, data_rows
 
 __all__ = ["writer"]
@@ -104,14 +104,7 @@ def test_writing_or_deleting_a_first_form_document_leaves_one_current_row(writer
     token = writer_token(writer)
     changed = {**both, "dateTime": "2025-09-01T00:00:00Z"}
     assert writer.post(UPSERT, {"documents": [changed]}, token=token).json()["summary"]["written"] == 1
-    target = {
-        "tenantId": TENANT_A,
-        "scope": "document",
-        "extensionPoint": "opportunityInsights",
-        "recordType": "opportunity",
-        "recordId": "opp-1",
-        "id": "gone",
-    }
+    target = document_delete("gone")
     assert writer.post(DELETE, target, token=token).json()["deleted"] == 1
     stored = data_rows(writer)
     assert sorted((r["RowKey"][:2], r["Id"], r["PartitionKey"].split("|")[2]) for r in stored) == [

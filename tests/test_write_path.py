@@ -16,7 +16,7 @@ import shared.store
 from devhost.azurite import Azurite
 from tests.conftest import TENANT_A, Service, attached, doc
 from tests.proxies import LoopbackProxy
-from tests.test_ingestion import DELETE, UPSERT, highlights, rows, writer, writer_token
+from tests.test_ingestion import DELETE, UPSERT, document_delete, highlights, rows, writer, writer_token
 
 __all__ = ["writer"]  # the fixture, shared with the ingestion tests
 
@@ -73,18 +73,7 @@ def test_eight_concurrent_writers_three_rounds_leave_one_row_and_a_delete_leaves
         index = [r for r in rows(writer) if r["RowKey"] == "i|same"]
         assert len(index) == 1 and index[0]["Row"] == stored[0]["RowKey"]
         assert index[0]["Ver"].value == 8 * (round_ + 1)  # every write committed once, in some order
-    deleted = writer.post(
-        DELETE,
-        {
-            "tenantId": TENANT_A,
-            "scope": "document",
-            "extensionPoint": "opportunityInsights",
-            "recordType": "opportunity",
-            "recordId": "opp-1",
-            "id": "same",
-        },
-        token=token,
-    )
+    deleted = writer.post(DELETE, document_delete("same"), token=token)
     assert deleted.json()["deleted"] == 1
     assert data_rows(writer) == []
     assert highlights(writer) == []
@@ -218,14 +207,7 @@ def test_an_older_version_is_stale_and_changes_nothing(writer: Service) -> None:
 
 def test_a_delete_is_a_version_too(writer: Service) -> None:
     token = writer_token(writer)
-    target = {
-        "tenantId": TENANT_A,
-        "scope": "document",
-        "extensionPoint": "opportunityInsights",
-        "recordType": "opportunity",
-        "recordId": "opp-1",
-        "id": "d",
-    }
+    target = document_delete("d")
     writer.post(UPSERT, {"documents": [doc(id="d", version=10)]}, token=token)
     assert writer.post(DELETE, {**target, "version": 5}, token=token).json() == {"deleted": 0, "stale": 1, "failed": 0}
     assert highlights(writer) == ["d"]
@@ -441,9 +423,8 @@ def test_the_same_id_on_two_records_and_a_contact_is_three_documents_after_any_w
     assert sorted(r["RowKey"].split("|", 2)[2] for r in contact_rows) == ["latest", "latest|r|opportunity|R1"]
 
 
-def test_a_partition_that_is_a_home_and_a_copys_is_looked_up_once(
-    writer: Service, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def lookups_of(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The partitions the write path looks up, one entry a lookup, as they happen."""
     import shared.writes
 
     lookups: list[str] = []
@@ -454,6 +435,13 @@ def test_a_partition_that_is_a_home_and_a_copys_is_looked_up_once(
         return await real(self, pk, keys)
 
     monkeypatch.setattr(shared.writes.Writer, "_lookup", spy)
+    return lookups
+
+
+def test_a_partition_that_is_a_home_and_a_copys_is_looked_up_once(
+    writer: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = lookups_of(monkeypatch)
     batch = [
         attached("emailSummary", id="own", contact="megan@fabrikam.example"),
         attached("emailSummary", id="deal", record_id="opp-1", contact="megan@fabrikam.example"),
