@@ -556,19 +556,16 @@ async def purge_expired(store: InsightsStore, now: datetime | None = None) -> in
     then (re-checked against each document's index entity); returns how many went."""
     now = now or datetime.now(UTC)
     cutoff = format_stored(now)
-    entries: list[dict[str, Any]] = []
-    async for entry in store.table.query_entities(
+    deleted = 0
+    pages = store.table.query_entities(
         "PartitionKey ge @lo and PartitionKey le @hi and Exp le @cutoff",
         parameters={"lo": EXPIRY, "hi": expiry_partition(now), "cutoff": cutoff},
-    ):
-        entries.append(entry)
-    deleted = 0
-    for start in range(0, len(entries), 1000):
-        chunk = entries[start : start + 1000]
-        changes = list({DocKey(e["Home"], e["Id"]): None for e in chunk})
-        work = [Change(key, None, None, expired_by=now) for key in changes]
-        writer = Writer(store)
-        await writer.apply(work)
+        results_per_page=1000,
+    ).by_page()
+    async for page in pages:  # a page at a time: a backlog never sits in memory whole
+        chunk = [entry async for entry in page]
+        work = [Change(key, None, None, expired_by=now) for key in {DocKey(e["Home"], e["Id"]): None for e in chunk}]
+        await Writer(store).apply(work)
         deleted += sum(c.outcome is not None and c.outcome.status == "written" for c in work)
         done = {_expiry_row(c.key) for c in work if c.outcome is not None and c.outcome.status != "failed"}
         by_day: dict[str, list[str]] = defaultdict(list)
