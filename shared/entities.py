@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.keys import LEGACY, DocKey, RecordRef, inverted_ticks, is_contact_partition, ref_suffix
+from shared.keys import LEGACY, DocKey, RecordRef, inverted_ticks, is_contact_partition
 from shared.models import format_stored
 
 if TYPE_CHECKING:
@@ -258,4 +258,4 @@ def is_legacy_row(row_key: str) -> bool:
     return row_key.startswith(LEGACY)
 
 
-__all__ += ["as_int", "digest_of", "int64", "is_copy", "is_legacy_row", "ref_suffix"]
+__all__ += ["as_int", "digest_of", "int64", "is_copy", "is_legacy_row"]

@@ -39,7 +39,6 @@ __all__ = [
     "DocKey",
     "RecordRef",
     "WindowBounds",
-    "data_row",
     "enc",
     "expiry_partition",
     "home_of",
@@ -129,10 +128,6 @@ class DocKey:
 
     def _tail(self, pk: str) -> str:
         return enc(self.id) if pk == self.home else f"{enc(self.id)}|{ref_suffix(self.home)}"
-
-
-def data_row(key: DocKey, pk: str, when: datetime | None) -> str:
-    return key.data_row(pk, when)
 
 
 def refs_of(doc: InsightDocument) -> list[RecordRef]:

@@ -151,7 +151,6 @@ class Writer:
         self.transactions = 0
         self._labels = 0
         self._prefetched: dict[str, _PartitionState] = {}
-        self.lookups: list[str] = []
 
     # ---- the batch ---------------------------------------------------------------------------
 
@@ -205,7 +204,6 @@ class Writer:
         hold some): one request, a point read for one document, else a RowKey range."""
         rows = sorted(key.index_row(pk) for key in keys)
         self._check_time()
-        self.lookups.append(pk)
         index: dict[str, IndexState] = {}
         legacy: dict[DocKey, list[dict[str, Any]]] = defaultdict(list)
         try:
