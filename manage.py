@@ -173,8 +173,15 @@ def local_values() -> dict[str, str]:
 
 
 def apply_local_settings() -> None:
-    """Fill settings missing from the environment from the local settings file."""
-    for name, value in local_values().items():
+    """Fill settings missing from the environment from the local settings file.
+
+    A storage account named in the environment (`INSIGHTS_STORAGE_ACCOUNT_URL`, e.g. from `azd env
+    get-values`) is the target: the file's local connection string, which would win over it, is
+    then left out, so a command meant for the deployed table never writes to Azurite instead."""
+    values = local_values()
+    if os.environ.get("INSIGHTS_STORAGE_ACCOUNT_URL"):
+        values.pop("INSIGHTS_STORAGE_CONNECTION_STRING", None)
+    for name, value in values.items():
         os.environ.setdefault(name, value)
 
 

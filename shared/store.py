@@ -259,13 +259,34 @@ class InsightsStore:
         await self.table.close()
 
     async def ensure_table(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
+        """The table as it is when it exists, created (with the marker) only when it is missing.
+
+        A deployed table was created by the infrastructure, and whoever runs a data command may
+        hold data rights on that one table and no right to create tables (which Azure checks
+        before it would answer "exists"), so an existing table is never asked to be created. An
+        existing table that holds nothing yet gets the marker, as a table created here does."""
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
         try:
-            await self.table.create_table()
-        except ResourceExistsError:
+            marker = await self.table.get_entity(*SCHEMA_MARKER)
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) == "TableNotFound":
+                try:
+                    await self.table.create_table()
+                except ResourceExistsError:
+                    pass  # created meanwhile by someone else: treated as an existing table
+                else:
+                    await self.mark_current_form_only()
+                    return
+            if not await self._holds_rows():
+                await self.mark_current_form_only()
             return
-        await self.mark_current_form_only()
+        self._first_form = bool(marker.get("FirstForm", True))
+
+    async def _holds_rows(self) -> bool:
+        async for _ in self.table.list_entities(results_per_page=1, select=["PartitionKey"]):
+            return True
+        return False
 
     async def __aenter__(self) -> InsightsStore:
         return self

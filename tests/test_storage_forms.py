@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from azure.data.tables import TableClient
 
+from devhost.azurite import Azurite
+from shared.settings import get_settings
+from shared.store import InsightsStore, build_table_client
 from tests.conftest import Service, attached, doc
+from tests.proxies import LoopbackProxy
 from tests.test_data_cli import cli
 from tests.test_ingestion import DELETE, UPSERT, document_delete, rows, writer, writer_token
 from tests.test_write_path import activity, activity_ids, data_rows
@@ -183,3 +189,45 @@ def test_the_purge_timer_deletes_expired_documents_through_the_runtime(writer: S
     assert sorted({r["Id"] for r in data_rows(writer)}) == ["future", "rewritten"]
     listed = [r for r in rows(writer) if r["PartitionKey"].startswith("~expiry|")]
     assert [r["PartitionKey"] for r in listed] == ["~expiry|2999-01-01"]
+
+
+def _store_through(proxy: LoopbackProxy, azurite: Azurite, table: str) -> InsightsStore:
+    settings = get_settings().model_copy(
+        update={
+            "insights_storage_connection_string": proxy.url_of(azurite.connection_string, azurite.port),
+            "insights_table_name": table,
+        }
+    )
+    return InsightsStore(build_table_client(settings))
+
+
+def test_a_table_the_infrastructure_created_is_used_as_it_is(service: Service, azurite: Azurite) -> None:
+    # Deployed, the table comes from Bicep and the data commands' caller may hold data rights on
+    # that table only: asking to create it would be refused, so it is never asked.
+    made_by_infra = "t" + uuid.uuid4().hex[:20]
+    TableClient.from_connection_string(azurite.connection_string, table_name=made_by_infra).create_table()
+    proxy = LoopbackProxy(azurite.port)
+    try:
+        store = _store_through(proxy, azurite, made_by_infra)
+        service.run(store.ensure_table())
+        assert not any(line.startswith("POST /devstoreaccount1/Tables") for line in proxy.lines), proxy.lines
+        # empty: it holds the current form only, as a table created here does
+        assert service.run(store.first_form_possible()) is False
+        service.run(store.close())
+        missing = "t" + uuid.uuid4().hex[:20]
+        store = _store_through(proxy, azurite, missing)
+        service.run(store.ensure_table())
+        assert any(line.startswith("POST /devstoreaccount1/Tables") for line in proxy.lines)
+        assert service.run(store.first_form_possible()) is False
+        service.run(store.close())
+    finally:
+        proxy.close()
+
+
+def test_an_existing_table_with_first_form_rows_is_not_marked(service: Service) -> None:
+    store_first_form(service, activity("old", "2025-01-02T00:00:00Z"))
+    fresh = InsightsStore(build_table_client(get_settings()))
+    service.run(fresh.ensure_table())
+    assert service.run(fresh.first_form_possible()) is True
+    assert "~meta" not in {e["PartitionKey"] for e in service.table.list_entities()}
+    service.run(fresh.close())
