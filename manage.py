@@ -502,6 +502,45 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_entra_setup(args: argparse.Namespace) -> int:
+    """The app registrations, through Microsoft Graph as the signed-in admin (azd or Azure CLI)."""
+    from azure.identity import AzureCliCredential, AzureDeveloperCliCredential, ChainedTokenCredential
+
+    from tools.entra import EntraSetupError, EnvFile, GraphClient, describe, env_file_for, run_setup
+
+    env = EnvFile.read(env_file_for(ROOT, args.env_file, args.environment))
+    tenant = args.tenant or env.get("AZURE_TENANT_ID") or os.environ.get("AZURE_TENANT_ID", "")
+    if not tenant:
+        print("give --tenant (the partner's own tenant id), or run `azd provision` first", file=sys.stderr)
+        return 2
+
+    def show_secret(label: str, app_id: str, secret: str) -> None:
+        # the one place a secret appears: the admin's terminal, once
+        print(f"\n  {label} ({app_id}) client secret, shown once, store it now:\n    {secret}\n", flush=True)
+
+    credential = ChainedTokenCredential(
+        AzureDeveloperCliCredential(tenant_id=tenant), AzureCliCredential(tenant_id=tenant)
+    )
+    graph = GraphClient(credential)
+    try:
+        result = run_setup(graph, env, tenant_id=tenant, name=args.name, show_secret=show_secret)
+    except EntraSetupError as exc:
+        print(f"entra-setup: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        graph.close()
+    for line in describe(result):
+        print(line)
+    print(f"settings are in {env.path}")
+    print("next: `azd provision` (or `azd up`) passes them to the Function App; the connector:")
+    host = (env.get("SERVICE_API_URI") or "https://<function-app>.azurewebsites.net").removeprefix("https://")
+    print(
+        f"  python3 manage.py connector --host {host} --client-id {env.get('CONNECTOR_CLIENT_ID')} "
+        f"--app-id-uri {env.get('API_APP_ID_URI')}"
+    )
+    return 0
+
+
 def cmd_connector(args: argparse.Namespace) -> int:
     from tools.connector import ConnectorOptions, render_package, write_package
     from tools.contract_check import registered_operations
@@ -636,6 +675,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--client-secret-env", default="C4S_CHECK_CLIENT_SECRET", help="variable holding the client secret")
     s.add_argument("--device-code", action="store_true", help="sign in as a user (delegated token)")
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser(
+        "entra-setup",
+        help="create or update the Entra ID app registrations (an admin, once; never in CI)",
+    )
+    s.add_argument("--tenant", help="the partner's tenant id (default: AZURE_TENANT_ID of the azd environment)")
+    s.add_argument("--name", default="Relecloud Sales Insights", help="display name prefix of the registrations")
+    s.add_argument("--environment", "-e", help="azd environment whose .env to use (default: azd's default)")
+    s.add_argument("--env-file", help="write ids and settings here instead (default: the azd .env, else .entra.env)")
+    s.set_defaults(func=cmd_entra_setup)
 
     from_defaults = argparse.ArgumentDefaultsHelpFormatter
     s = sub.add_parser("connector", help="generate connector/ from the code", formatter_class=from_defaults)
