@@ -10,6 +10,7 @@ generator, build an app of their own with `create_app()`.
 
 import azure.functions as func
 
+import chat
 import ingestion
 from extensions import BLUEPRINTS
 from ingestion.housekeeping import bp as housekeeping
@@ -20,6 +21,7 @@ def create_app() -> func.FunctionApp:
     for blueprint in BLUEPRINTS:
         app.register_functions(blueprint)
     app.register_functions(ingestion.bp)  # the partner's own write API, not part of the connector
+    app.register_functions(chat.bp)  # the Sales chat tools (the agent package), not part of the connector
     app.register_functions(housekeeping)  # the expiry purge, on a timer
     return app
 

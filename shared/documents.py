@@ -5,6 +5,7 @@ One document a JSONL line:
     {"tenantId": "<GUID>", "extensionPoint": "recordDetails", "id": "<stable id>",
      "recordType": "opportunity", "recordId": "<CRM record id>",      (record-attached)
      "contactEmail": "buyer@customer.example",                        (contact-attached; or both)
+     "recordName": "Fabrikam renewal", "recordUrl": "https://...",     (optional: the record's)
      "crmType": "Dynamics 365", "crmOrgUrl": "contoso.crm.dynamics.com",
      "dateTime": "2025-03-01T10:00:00Z", "expiresAt": "...", "language": "en",
      "fields": {...the output item...}, "localized": {"fr": {...}}, "prompts": [...]}
@@ -12,6 +13,10 @@ One document a JSONL line:
 A document is identified by (tenantId, extensionPoint, recordType, recordId, id) — or by the
 contact address in place of the record for a contact-only document. `validate_document` is the
 single set of rules; everything that accepts documents calls it.
+
+A line may also carry only a record's name (`RecordName`: tenantId, recordType, recordId,
+recordName, optionally recordUrl and version, and no extensionPoint): it names a record whose
+documents were loaded without one, with no new version of those documents.
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared import normalize
 from shared.points import ExtensionPoint, all_points, get_point
 
-__all__ = ["DocumentError", "InsightDocument", "ParsedLine", "parse_jsonl", "validate_document"]
+__all__ = [
+    "AnyDocument",
+    "DocumentError",
+    "InsightDocument",
+    "ParsedLine",
+    "RecordName",
+    "parse_jsonl",
+    "validate_document",
+]
 
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -47,6 +60,9 @@ class DocumentError:
 
 
 MAX_VERSION = 2**63 - 1
+MAX_NAME_LENGTH = 200
+"""A record's name as sellers see it in the chat (Dynamics 365 allows 300 for an opportunity's
+topic; names longer than this are not names a seller types)."""
 MAX_PROPERTY_CHARACTERS = 32_000
 """A table property holds at most 64 KiB (UTF-16): 32,768 characters; a little under, to be safe."""
 
@@ -77,6 +93,12 @@ class InsightDocument(BaseModel):
     recordType: str | None = None
     recordId: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
     contactEmail: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    recordName: str | None = Field(
+        default=None,
+        max_length=MAX_NAME_LENGTH,
+        description="The record's name, as sellers call it; the Sales chat tools find records by it.",
+    )
+    recordUrl: str | None = Field(default=None, description="Where a seller opens the record (https).")
     crmType: str | None = None
     crmOrgUrl: str | None = None
     dateTime: datetime | None = None
@@ -97,9 +119,7 @@ class InsightDocument(BaseModel):
     @field_validator("tenantId")
     @classmethod
     def _tenant(cls, value: str) -> str:
-        if not normalize.is_guid(value):
-            raise ValueError("must be a tenant GUID")
-        return value.lower()
+        return _tenant_id(value)
 
     @field_validator("extensionPoint")
     @classmethod
@@ -111,23 +131,12 @@ class InsightDocument(BaseModel):
     @field_validator("id", "recordId")
     @classmethod
     def _key_text(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if _FORBIDDEN_KEY_CHARS.search(value):
-            raise ValueError("must not contain control characters")
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
+        return _key_text(value)
 
     @field_validator("recordType")
     @classmethod
     def _record_type(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = normalize.record_type(value)
-        if not value or len(value) > 100 or _FORBIDDEN_KEY_CHARS.search(value):
-            raise ValueError("must be a CRM record type such as 'opportunity'")
-        return value
+        return None if value is None else _record_type_of(value)
 
     @field_validator("recordId")
     @classmethod
@@ -143,6 +152,16 @@ class InsightDocument(BaseModel):
         if not _EMAIL.match(value):
             raise ValueError("must be an email address")
         return value
+
+    @field_validator("recordName")
+    @classmethod
+    def _record_name(cls, value: str | None) -> str | None:
+        return _record_name(value)
+
+    @field_validator("recordUrl")
+    @classmethod
+    def _record_url(cls, value: str | None) -> str | None:
+        return _https_url(value)
 
     @field_validator("crmType")
     @classmethod
@@ -194,6 +213,8 @@ class InsightDocument(BaseModel):
             raise ValueError("recordType and recordId are required for this extension point")
         if not has_record and not self.contactEmail:
             raise ValueError("a document needs recordType and recordId, or contactEmail")
+        if not has_record and (self.recordName or self.recordUrl):
+            raise ValueError("recordName: a record's name and URL need recordType and recordId")
         if self.contactEmail and "contact" not in point.attach_to:
             raise ValueError(f"contactEmail is not used by {point.name} documents")
         if self.prompts and point.name != "emailDraftFiles":
@@ -244,6 +265,107 @@ class InsightDocument(BaseModel):
         return data
 
 
+def _tenant_id(value: str) -> str:
+    if not normalize.is_guid(value):
+        raise ValueError("must be a tenant GUID")
+    return value.lower()
+
+
+def _key_text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if _FORBIDDEN_KEY_CHARS.search(value):
+        raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _record_type_of(value: str) -> str:
+    value = normalize.record_type(value)
+    if not value or len(value) > 100 or _FORBIDDEN_KEY_CHARS.search(value):
+        raise ValueError("must be a CRM record type such as 'opportunity'")
+    return value
+
+
+def _record_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if _FORBIDDEN_KEY_CHARS.search(value):
+        raise ValueError("must not contain control characters")
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _https_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme != "https" or not parts.netloc:
+        raise ValueError("must be an absolute https URL")
+    return value.strip()
+
+
+class RecordName(BaseModel):
+    """A line that only names a record (no insight): backfills the names of records whose
+    documents were loaded without one. Its version competes with the record's documents' (the
+    name of the highest version wins); without one it counts as written now (milliseconds since
+    the epoch, the convention `version` suggests)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenantId: str
+    recordType: str
+    recordId: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    recordName: str = Field(max_length=MAX_NAME_LENGTH)
+    recordUrl: str | None = None
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION, strict=True)
+
+    @field_validator("tenantId")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        return _tenant_id(value)
+
+    @field_validator("recordType")
+    @classmethod
+    def _record_type(cls, value: str) -> str:
+        return _record_type_of(value)
+
+    @field_validator("recordId")
+    @classmethod
+    def _record_id(cls, value: str) -> str:
+        checked = _key_text(value)
+        assert checked is not None
+        return normalize.record_id(checked)
+
+    @field_validator("recordName")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        named = _record_name(value)
+        assert named is not None
+        return named
+
+    @field_validator("recordUrl")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _https_url(value)
+
+    @property
+    def id(self) -> str:
+        """What a report names this line by."""
+        return self.recordId
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+AnyDocument = InsightDocument | RecordName
+
+
 def _check_item(point: ExtensionPoint, fields: dict[str, Any], when: datetime | None, where: str) -> None:
     item = dict(fields)
     if point.datetime_field and when is not None:
@@ -256,12 +378,16 @@ def _check_item(point: ExtensionPoint, fields: dict[str, Any], when: datetime | 
         raise ValueError(f"{where}.{loc}: {err['msg']}") from None
 
 
-def validate_document(data: object) -> tuple[InsightDocument | None, list[DocumentError]]:
-    """Validate one document. Returns the document, or the errors each naming its field."""
+def validate_document(data: object) -> tuple[AnyDocument | None, list[DocumentError]]:
+    """Validate one document (or a line naming a record). Returns it, or the errors each naming
+    its field."""
     if not isinstance(data, dict):
         return None, [DocumentError("document", "must be a JSON object")]
+    model: type[InsightDocument] | type[RecordName] = InsightDocument
+    if "recordName" in data and "extensionPoint" not in data and "fields" not in data and "id" not in data:
+        model = RecordName
     try:
-        return InsightDocument.model_validate(data), []
+        return model.model_validate(data), []
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
@@ -277,7 +403,7 @@ def validate_document(data: object) -> tuple[InsightDocument | None, list[Docume
 @dataclass(frozen=True)
 class ParsedLine:
     line: int
-    document: InsightDocument | None
+    document: AnyDocument | None
     errors: list[DocumentError]
     raw_id: str | None = None
 
@@ -288,6 +414,8 @@ TOP_LEVEL_COLUMNS = (
     "id",
     "recordType",
     "recordId",
+    "recordName",
+    "recordUrl",
     "contactEmail",
     "crmType",
     "crmOrgUrl",
@@ -353,7 +481,8 @@ def parse_csv(lines: Any) -> Iterator[ParsedLine]:
         if problems:
             yield ParsedLine(number, None, problems, raw_id)
             continue
-        data.setdefault("fields", {})
+        if "extensionPoint" in data or "recordName" not in data:
+            data.setdefault("fields", {})
         document, errors = validate_document(data)
         yield ParsedLine(number, document, errors, raw_id)
 

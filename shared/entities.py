@@ -78,6 +78,8 @@ def data_entity(doc: InsightDocument, key: DocKey, pk: str, version: int, twin: 
         "Twin": twin,
         "Crm": doc.crmType or "",
         "Org": doc.crmOrgUrl or "",
+        "Name": doc.recordName or "",
+        "Url": doc.recordUrl or "",
         "DateTime": format_stored(doc.dateTime) if doc.dateTime else "",
         "Exp": format_stored(doc.expiresAt) if doc.expiresAt else "",
         "Lang": doc.language,
@@ -179,7 +181,13 @@ def document_of(entity: dict[str, Any]) -> dict[str, Any]:
     if entity.get("RecordType"):
         data["recordType"] = entity["RecordType"]
         data["recordId"] = entity["RecordId"]
-    for key, name in (("Contact", "contactEmail"), ("Crm", "crmType"), ("Org", "crmOrgUrl")):
+    for key, name in (
+        ("Name", "recordName"),
+        ("Url", "recordUrl"),
+        ("Contact", "contactEmail"),
+        ("Crm", "crmType"),
+        ("Org", "crmOrgUrl"),
+    ):
         if entity.get(key):
             data[name] = entity[key]
     for key, name in (("DateTime", "dateTime"), ("Exp", "expiresAt")):

@@ -15,10 +15,10 @@ from shared.points import all_points
 from shared.writes import Outcome, WriteReport, delete, documents_in, write
 
 if TYPE_CHECKING:
-    from shared.documents import InsightDocument
+    from shared.documents import AnyDocument, RecordName
     from shared.store import InsightsStore
 
-__all__ = ["WriteReport", "delete_documents", "write_documents"]
+__all__ = ["WriteReport", "delete_documents", "write_documents", "write_names"]
 
 LOAD_CHUNK = 2000
 """Documents a loader hands to the write path at once: big enough for the partitions of a chunk
@@ -27,7 +27,7 @@ to be written concurrently, small enough for steady progress."""
 
 async def write_documents(
     store: InsightsStore,
-    documents: Sequence[InsightDocument],
+    documents: Sequence[AnyDocument],
     progress: Callable[[int], None] | None = None,
     concurrency: int = 16,
     optimistic: bool = False,
@@ -35,22 +35,53 @@ async def write_documents(
     """Write documents (idempotent: the same documents again leave the table as it is). One
     outcome a document, in order. A later document of the same identity wins over an earlier
     one only inside one chunk; across chunks they are written in order, which ends the same.
+    Lines that only name a record (`RecordName`) are written after the documents beside them.
 
     `optimistic` (a bulk load): write without looking first, while that pays: after a chunk in
     which more than a tenth of the documents already existed, look first."""
-    outcomes: list[Outcome] = []
+    from shared.documents import RecordName
+
+    insights = [(i, d) for i, d in enumerate(documents) if not isinstance(d, RecordName)]
+    names = [(i, d) for i, d in enumerate(documents) if isinstance(d, RecordName)]
+    outcomes: list[Outcome] = [Outcome("failed", None, "not attempted")] * len(documents)
     partitions = transactions = conflicts = 0
-    for start in range(0, len(documents), LOAD_CHUNK):
-        chunk = documents[start : start + LOAD_CHUNK]
-        report = await write(store, chunk, concurrency, optimistic)
+    for start in range(0, len(insights), LOAD_CHUNK):
+        chunk = insights[start : start + LOAD_CHUNK]
+        report = await write(store, [d for _, d in chunk], concurrency, optimistic)
         optimistic = optimistic and report.conflicts * 10 <= len(chunk)
-        outcomes += report.outcomes
+        for (i, _), outcome in zip(chunk, report.outcomes, strict=True):
+            outcomes[i] = outcome
         partitions += report.partitions
         transactions += report.transactions
         conflicts += report.conflicts
         if progress:
             progress(len(chunk))
+    if names:
+        for i, outcome in (await write_names(store, [d for _, d in names], concurrency)).items():
+            outcomes[names[i][0]] = outcome
+        if progress:
+            progress(len(names))
     return WriteReport(outcomes, partitions, transactions, conflicts)
+
+
+async def write_names(store: InsightsStore, lines: Sequence[RecordName], concurrency: int = 16) -> dict[int, Outcome]:
+    """Store names given on their own (the last line of a record in the batch wins): written,
+    stale (an equal or newer name is stored), or failed (send it again)."""
+    from shared.names import RecordWork, refresh_many
+
+    last: dict[tuple[str, str, str], int] = {}
+    for i, line in enumerate(lines):
+        last[(line.tenantId, line.recordType, line.recordId)] = i
+    work = {record: RecordWork(named=True, claim=lines[i]) for record, i in last.items()}
+    results = await refresh_many(store, work, concurrency)
+    outcomes: dict[int, Outcome] = {}
+    for i, line in enumerate(lines):
+        result = results[(line.tenantId, line.recordType, line.recordId)]
+        if isinstance(result, Exception):
+            outcomes[i] = Outcome("failed", None, f"name not stored: {type(result).__name__}")
+        else:
+            outcomes[i] = Outcome("stale" if result.claim == "stale" else "written", line.version)
+    return outcomes
 
 
 async def delete_documents(
@@ -82,7 +113,9 @@ async def delete_documents(
     keys: list[DocKey] = []
     for point in all_points():
         keys += await documents_in(store, partition_key(tenant, point, ref))
-    return await delete(store, keys)
+    # a record's delete takes its name with it, also one given on its own
+    forget = [(tenant, *ref.parts)] if ref.kind == "r" else []
+    return await delete(store, keys, forget_claims=forget)  # type: ignore[arg-type]
 
 
 async def delete_tenant(store: InsightsStore, tenant: str) -> int:

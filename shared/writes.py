@@ -517,19 +517,58 @@ async def write(
     changes, positions = changes_of(documents)
     writer = Writer(store, concurrency, optimistic)
     await writer.apply(changes)
+    await _refresh_names(store, changes, concurrency)
     outcomes = [changes[p].outcome or Outcome("failed", None, "not attempted") for p in positions]
     partitions = len({c.key.home for c in changes} | {twin_of(c.doc) for c in changes if c.doc and twin_of(c.doc)})
     return WriteReport(outcomes, partitions, writer.transactions, writer.conflicts)
 
 
-async def delete(store: InsightsStore, keys: Sequence[DocKey], version: int | None = None) -> WriteReport:
-    """Delete documents by identity (each a versioned change: a tombstone stays behind)."""
+async def delete(
+    store: InsightsStore,
+    keys: Sequence[DocKey],
+    version: int | None = None,
+    forget_claims: Sequence[tuple[str, str, str]] = (),
+) -> WriteReport:
+    """Delete documents by identity (each a versioned change: a tombstone stays behind).
+    `forget_claims`: records whose name given on its own goes too (a record's delete)."""
     changes = [Change(key, None, version) for key in dict.fromkeys(keys)]
     writer = Writer(store)
     await writer.apply(changes)
+    await _refresh_names(store, changes, 16, forget_claims)
     return WriteReport(
         [c.outcome or Outcome("failed") for c in changes], len({k.home for k in keys}), writer.transactions
     )
+
+
+async def _refresh_names(
+    store: InsightsStore,
+    changes: Sequence[Change],
+    concurrency: int,
+    forget_claims: Sequence[tuple[str, str, str]] = (),
+) -> None:
+    """Bring the name index (`shared.names`) up to date for every record the changes touched.
+    A record whose refresh fails has its written items reported failed: re-sent, they refresh it
+    again (the index converges like a copy does)."""
+    from shared.names import RecordWork, records_of, refresh_many
+
+    work: dict[tuple[str, str, str], RecordWork] = {}
+    touched: dict[tuple[str, str, str], list[Change]] = defaultdict(list)
+    for change in changes:
+        for record in records_of([change.key.home]):
+            job = work.setdefault(record, RecordWork())
+            job.named = job.named or bool(change.doc is not None and change.doc.recordName)
+            touched[record].append(change)
+    for record in forget_claims:
+        work.setdefault(record, RecordWork()).forget_claim = True
+    if not work:
+        return
+    results = await refresh_many(store, work, concurrency)
+    for record, result in results.items():
+        if isinstance(result, Exception):
+            error = f"name index not updated: {_describe(result)}"
+            for change in touched[record]:
+                if change.outcome is not None and change.outcome.status in ("written", "kept"):
+                    change.outcome = Outcome("failed", None, error, change.outcome.transaction)
 
 
 async def documents_in(store: InsightsStore, pk: str) -> list[DocKey]:
@@ -564,6 +603,7 @@ async def purge_expired(store: InsightsStore, now: datetime | None = None) -> in
         chunk = [entry async for entry in page]
         work = [Change(key, None, None, expired_by=now) for key in {DocKey(e["Home"], e["Id"]): None for e in chunk}]
         await Writer(store).apply(work)
+        await _refresh_names(store, [c for c in work if c.outcome is not None and c.outcome.status == "written"], 16)
         deleted += sum(c.outcome is not None and c.outcome.status == "written" for c in work)
         done = {_expiry_row(c.key) for c in work if c.outcome is not None and c.outcome.status != "failed"}
         by_day: dict[str, list[str]] = defaultdict(list)

@@ -36,13 +36,13 @@ def test_importing_the_app_needs_no_settings_and_no_network() -> None:
         [sys.executable, "-c", IMPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["9", "[]"]
+    assert result.stdout.split("\n")[:2] == ["11", "[]"]
 
 
 def test_the_runtime_indexes_anonymous_unique_http_triggers_and_the_purge_timer(devhost: DevHost) -> None:
     functions = devhost.worker.functions
     names = [f.name for f in functions]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 11
     timers = [f for f in functions if f.trigger["type"] == "timerTrigger"]
     assert [(f.name, f.trigger["schedule"]) for f in timers] == [("purge_expired", "%PURGE_SCHEDULE%")]
     assert "PURGE_SCHEDULE" in json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
@@ -66,6 +66,8 @@ def test_dev_host_routes_come_from_the_runtime_and_host_json(devhost: DevHost) -
         ("api/diagnostics/testconnection", ("GET",)),
         ("api/ingest/documents", ("POST",)),
         ("api/ingest/delete", ("POST",)),
+        ("api/chat/records", ("GET",)),
+        ("api/chat/record-insights", ("GET",)),
     }
 
 
@@ -75,7 +77,12 @@ def test_the_connector_reads_the_same_functions_as_the_runtime(devhost: DevHost)
     served = {(sorted(r.methods or ())[0], r.template) for r in devhost.routes}
     declared = {(method, path) for method, path, _ in registered_operations()}
     assert declared and declared <= served
-    assert {path for _, path in served - declared} == {"api/ingest/documents", "api/ingest/delete"}
+    assert {path for _, path in served - declared} == {
+        "api/ingest/documents",
+        "api/ingest/delete",
+        "api/chat/records",
+        "api/chat/record-insights",
+    }
 
 
 def test_telemetry_follows_the_functions_opentelemetry_guidance() -> None:

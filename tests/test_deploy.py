@@ -230,7 +230,7 @@ def test_a_deploy_without_its_smoke_call_is_caught(tmp_path: Path) -> None:
 def test_a_package_that_leaves_out_a_module_or_lets_tools_in_is_caught(tmp_path: Path) -> None:
     for name in ("function_app.py", "host.json", "requirements.txt", ".funcignore"):
         shutil.copy(ROOT / name, tmp_path / name)
-    for package in ("shared", "extensions", "ingestion"):
+    for package in ("shared", "extensions", "ingestion", "chat"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     assert check_packaging(tmp_path) == []
     funcignore = tmp_path / ".funcignore"
