@@ -541,6 +541,40 @@ def cmd_entra_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_package(args: argparse.Namespace) -> int:
+    from tools.agent import TOOLS_LIMIT_BYTES, AgentOptions, render_package, tools_size, write_package, zip_package
+
+    options = AgentOptions(
+        host=args.host,
+        app_id=args.app_id,
+        app_id_uri=args.app_id_uri,
+        oauth_reference_id=args.oauth_reference_id,
+        version=args.version,
+    )
+    files = render_package(options)
+    size = tools_size(files)
+    print(f"tools (what Sales copies): {size:,} bytes uncompressed, limit {TOOLS_LIMIT_BYTES:,}")
+    if size >= TOOLS_LIMIT_BYTES:
+        print("the tools are over Sales' 150 KB limit", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    if args.check:
+        stale = [
+            name for name, content in files.items() if not (out / name).exists() or (out / name).read_bytes() != content
+        ]
+        if stale:
+            print(f"{out} is out of date ({', '.join(stale)}): run python3 manage.py agent-package", file=sys.stderr)
+            return 1
+        print(f"{out} matches the code")
+        return 0
+    write_package(files, out)
+    archive = Path(args.zip)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_bytes(zip_package(files))
+    print(f"wrote {', '.join(files)} to {out}, and the app package {archive}")
+    return 0
+
+
 def cmd_connector(args: argparse.Namespace) -> int:
     from tools.connector import ConnectorOptions, render_package, write_package
     from tools.contract_check import registered_operations
@@ -675,6 +709,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--client-secret-env", default="C4S_CHECK_CLIENT_SECRET", help="variable holding the client secret")
     s.add_argument("--device-code", action="store_true", help="sign in as a user (delegated token)")
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser(
+        "agent-package",
+        help="generate agent/ (the Sales chat tools' declarative agent) and its app package zip",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("--out", default=str(ROOT / "agent"))
+    s.add_argument("--zip", default=str(ROOT / "dist" / "sales-insights-agent.zip"))
+    s.add_argument("--check", action="store_true", help="exit 1 when the folder differs from a fresh generation")
+    s.add_argument("--host", default="your-function-app.azurewebsites.net")
+    s.add_argument("--app-id", default="5e0c8a3d-2f41-4b7a-9c6e-1d8f3a5b7c90", help="the Teams app id (a GUID)")
+    s.add_argument("--app-id-uri", default="api://00000000-0000-0000-0000-000000000000")
+    s.add_argument("--oauth-reference-id", default="[[OAUTH_REFERENCE_ID]]", help="from the Teams developer portal")
+    s.add_argument("--version", default="1.0.0")
+    s.set_defaults(func=cmd_agent_package)
 
     s = sub.add_parser(
         "entra-setup",

@@ -21,6 +21,10 @@ __all__ = ["CONNECTOR", "STATIC", "preview_routes"]
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = Path(__file__).resolve().parent / "preview"
 CONNECTOR = ROOT / "connector"
+AGENT = ROOT / "agent"
+ADAPTIVE_CARDS = ROOT / "node_modules" / "adaptivecards" / "dist" / "adaptivecards.min.js"
+EXPAND = Path(__file__).resolve().parent / "expand_card.js"
+MAX_EXPAND_BYTES = 1024 * 1024
 MAX_LINT_BYTES = 5 * 1024 * 1024
 TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -101,6 +105,27 @@ def _lint(query: dict[str, list[str]], body: bytes) -> Any:
     return {"documents": documents, "rejected": len({p["line"] for p in problems}), "problems": problems}
 
 
+def _expand(query: dict[str, list[str]], body: bytes) -> Any:
+    """An Adaptive Card template expanded with data by Microsoft's templating library (Node), as
+    Copilot expands a plugin's card with a function's answer."""
+    import subprocess
+
+    if len(body) > MAX_EXPAND_BYTES:
+        raise ValueError("the template and data are larger than the preview expands (1 MB)")
+    try:
+        request = json.loads(body)
+        if not isinstance(request, dict) or not isinstance(request.get("template"), dict):
+            raise ValueError
+    except ValueError:
+        raise ValueError("send {template, data} as JSON") from None
+    result = subprocess.run(
+        ["node", str(EXPAND)], input=json.dumps(request), capture_output=True, text=True, timeout=20, cwd=ROOT
+    )
+    if result.returncode != 0:
+        raise ValueError("the template could not be expanded")
+    return json.loads(result.stdout)
+
+
 def preview_routes(mint: Minter) -> dict[str, ExtraRoute]:
     """The preview's routes for DevHost(extra_routes=...). `mint(tenant)` signs a local token."""
     routes: dict[str, ExtraRoute] = {
@@ -114,5 +139,12 @@ def preview_routes(mint: Minter) -> dict[str, ExtraRoute]:
         "preview/api/records": _json(_records),
         "preview/api/lint": _json(_lint),
         "preview/api/token": _json(lambda q, b: {"token": mint((q.get("tenant") or [""])[0])}),
+        "preview/chat": _file(STATIC / "chat.html"),
+        "preview/chat.js": _file(STATIC / "chat.js"),
+        "preview/chat.css": _file(STATIC / "chat.css"),
+        "preview/vendor/adaptivecards.js": _file(ADAPTIVE_CARDS),
+        "preview/agent/ai-plugin.json": _file(AGENT / "ai-plugin.json"),
+        "preview/agent/openapi.json": _file(AGENT / "openapi.json"),
+        "preview/api/expand": _json(_expand),
     }
     return routes

@@ -52,6 +52,7 @@ __all__ = [
     "Found",
     "NameConflict",
     "RecordWork",
+    "claims",
     "find_records",
     "fold",
     "names_partition",
@@ -271,6 +272,7 @@ async def refresh(
                 row = {
                     "PartitionKey": pk,
                     "RowKey": CLAIM + suffix,
+                    "Tenant": tenant,
                     "Type": record_type,
                     "RecordId": record_id,
                     "Name": claim.recordName,
@@ -508,3 +510,32 @@ async def record_entry(store: InsightsStore, tenant: str, record_type: str, reco
         row.get("Org") or "",
         0,
     )
+
+
+async def claims(
+    store: InsightsStore, tenant: str | None = None, record: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Names given on their own, as the lines `load` accepts back (one tenant, one record, or
+    every tenant: a scan of the table, for export)."""
+    params: dict[str, Any] = {"lo": CLAIM, "hi": CLAIM[:-1] + "}"}
+    if record is not None and tenant is not None:
+        params = {"lo": CLAIM + _suffix(*record), "hi": CLAIM + _suffix(*record) + "|"}
+    query = "RowKey ge @lo and RowKey lt @hi"
+    if tenant is not None:
+        query = "PartitionKey eq @pk and " + query
+        params["pk"] = names_partition(tenant)
+    lines = []
+    async for row in store.table.query_entities(query, parameters=params):
+        if not row.get("Tenant"):
+            continue
+        line = {
+            "tenantId": row["Tenant"],
+            "recordType": row["Type"],
+            "recordId": row["RecordId"],
+            "recordName": row["Name"],
+        }
+        if row.get("Url"):
+            line["recordUrl"] = row["Url"]
+        line["version"] = as_int(row.get("Ver"))
+        lines.append(line)
+    return lines

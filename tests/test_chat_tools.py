@@ -335,3 +335,30 @@ def test_the_tools_need_a_token_and_an_allowed_tenant(service: Service) -> None:
     assert service.client.get(FIND, params={"name": "x"}).status_code == 401
     outsider = service.token(tenant="99999999-9999-4999-8999-999999999999")
     assert service.get(FIND, {"name": "x"}, token=outsider).status_code == 403
+
+
+def test_names_load_from_csv_and_survive_an_export(service: Service, tmp_path: Any) -> None:
+    from tests.test_data_cli import cli
+
+    csv = tmp_path / "names.csv"
+    csv.write_text(
+        "tenantId,extensionPoint,id,recordType,recordId,recordName,recordUrl,dateTime,fields.title,fields.description\n"
+        f"{TENANT_A},opportunityInsights,n1,opportunity,opp-csv,Juliet rollout,https://crm.example/juliet,2025-03-01T10:00:00Z,Relecloud,One\n"
+        f"{TENANT_A},opportunityInsights,n2,opportunity,opp-kilo,,,2025-03-01T10:00:00Z,Relecloud,Two\n"
+        f"{TENANT_A},,,opportunity,opp-kilo,Kilo expansion,,,,\n",
+        encoding="utf-8",
+    )
+    result = cli("load", str(csv))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert names(service, "juliet") == ["Juliet rollout"]
+    assert names(service, "kilo") == ["Kilo expansion"]
+    exported = tmp_path / "all.jsonl"
+    result = cli("export", "--tenant", TENANT_A, "-o", str(exported))
+    assert "exported 2 document(s) and 1 record name(s)" in result.stderr
+    lines = [json.loads(line) for line in exported.read_text(encoding="utf-8").splitlines()]
+    assert lines[-1]["recordName"] == "Kilo expansion" and "extensionPoint" not in lines[-1]
+    service.table.delete_table()
+    service.run(service.store.ensure_table())
+    assert names(service, "kilo") == []
+    assert cli("load", str(exported)).returncode == 0
+    assert names(service, "kilo") == ["Kilo expansion"] and names(service, "juliet") == ["Juliet rollout"]

@@ -118,6 +118,44 @@ def test_cards_in_english_and_french(sample: Service, browser: Any) -> None:
     browser.save_screenshot(str(SCREENSHOTS / "preview-fr.png"))
 
 
+def test_the_sales_chat_panel_renders_both_cards(sample: Service, browser: Any) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for lang, heading in (("en", "Latest activities"), ("fr", "Latest activities")):
+        browser.get(f"{sample.url}/preview/chat?tenant={SAMPLE_TENANT}&name=fabrikam%20renewal&lang={lang}&ask=1")
+        WebDriverWait(browser, 20).until(
+            lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true"
+        )
+        assert browser.find_element("id", "chat-status").text == ""
+        found = browser.find_elements("css selector", "#card-find .ac-adaptiveCard")
+        assert len(found) == 1 and "Fabrikam Surface Hub renewal" in found[0].text
+        assert found[0].get_attribute("data-title") == "Fabrikam Surface Hub renewal"
+        assert "Open" in [b.text for b in browser.find_elements("css selector", "#card-find .ac-pushButton")]
+        (digest,) = browser.find_elements("css selector", "#card-digest .ac-adaptiveCard")
+        text = digest.text
+        assert "Key sales info" in text and heading in text and "Related records" in text
+        if lang == "en":
+            assert "three more sites asked for devices" in text
+            browser.save_screenshot(str(SCREENSHOTS / "chat-en.png"))
+        else:
+            assert "Devis" in text  # the related records' type, in French
+            browser.save_screenshot(str(SCREENSHOTS / "chat-fr.png"))
+    browser.get(f"{sample.url}/preview/chat?tenant={SAMPLE_TENANT}&name=nothing%20like%20it&ask=1")
+    WebDriverWait(browser, 20).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true")
+    assert browser.find_element("id", "chat-status").text == "No record has that name."
+
+
+def test_the_preview_expands_only_a_template(devhost: DevHost) -> None:
+    response = httpx.post(devhost.base_url + "/preview/api/expand", content=b"not json")
+    assert response.status_code == 400 and "template" in response.json()["error"]
+    card = {
+        "template": {"type": "AdaptiveCard", "body": [{"type": "TextBlock", "text": "${name}"}]},
+        "data": {"name": "Ada"},
+    }
+    assert httpx.post(devhost.base_url + "/preview/api/expand", json=card).json()["body"][0]["text"] == "Ada"
+
+
 def test_a_broken_description_is_a_missing_card(
     sample: Service, browser: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

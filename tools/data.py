@@ -120,7 +120,9 @@ def export(
         assert tenant is not None
         partitions = _record_partitions(tenant, record)
 
-    async def write_out(store: InsightsStore) -> int:
+    async def write_out(store: InsightsStore) -> tuple[int, int]:
+        from shared.names import claims
+
         count = 0
         with tqdm(unit="doc", desc="exporting", disable=None, file=err) as bar:
             async for entity in store.iter_entities(tenant=tenant, partitions=partitions):
@@ -129,9 +131,14 @@ def export(
                     continue
                 destination.write(json.dumps(document_of(entity), ensure_ascii=False) + "\n")
                 count += 1
-        return count
+        # names given on their own (after the documents, as a backfill is loaded)
+        named = await claims(store, tenant, record)
+        for line in named:
+            destination.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return count, len(named)
 
-    print(f"exported {with_store(write_out)} document(s)", file=err)
+    documents, names = with_store(write_out)
+    print(f"exported {documents} document(s)" + (f" and {names} record name(s)" if names else ""), file=err)
     return 0
 
 

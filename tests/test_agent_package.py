@@ -1,0 +1,176 @@
+"""The Sales chat agent package (`manage.py agent-package`): generated from the code, valid
+against the schemas Microsoft ships in npm `@microsoft/app-manifest` (offline), every function
+bound to an operation, every card template resolving against real answers of the dev host
+(expanded with the templating library in Node), under Sales' 150 KB, and `--check` catching drift."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.conftest import Service
+from tests.test_chat_tools import FABRIKAM_RENEWAL, SAMPLE_TENANT, load_sample
+from tools.agent import TOOL_FILES, TOOLS_LIMIT_BYTES, AgentOptions, render_package, tools_size, zip_package
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = ROOT / "agent"
+SCHEMAS = ROOT / "node_modules" / "@microsoft" / "app-manifest" / "build" / "json-schemas"
+PINNED = {
+    "manifest.json": SCHEMAS / "teams" / "v1.24" / "MicrosoftTeams.schema.json",
+    "declarativeAgent.json": SCHEMAS / "copilot" / "declarative-agent" / "v1.7" / "schema.json",
+    "ai-plugin.json": SCHEMAS / "copilot" / "plugin" / "v2.4" / "schema.json",
+}
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """`pattern` as the schemas mean it: ECMA-262 with Unicode classes (`\\p{L}`), which
+    Python's `re` does not read."""
+    import regress
+
+    if isinstance(instance, str) and regress.Regex(pattern, "u").find(instance) is None:
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+EcmaDraft4 = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _ecma_pattern})
+
+
+def committed(name: str) -> Any:
+    return json.loads((AGENT / name).read_text(encoding="utf-8"))
+
+
+def agent_package(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "agent-package", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_committed_package_is_what_the_code_generates() -> None:
+    result = agent_package("--check")
+    assert result.returncode == 0, result.stderr
+    assert "matches the code" in result.stdout
+
+
+def test_check_catches_a_changed_description(tmp_path: Path) -> None:
+    copy = tmp_path / "agent"
+    shutil.copytree(AGENT, copy)
+    plugin = json.loads((copy / "ai-plugin.json").read_text())
+    plugin["functions"][0]["description"] += " Also for contacts."
+    (copy / "ai-plugin.json").write_text(json.dumps(plugin, indent=2) + "\n")
+    result = agent_package("--check", "--out", str(copy))
+    assert result.returncode == 1
+    assert "out of date (ai-plugin.json)" in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_each_manifest_is_valid_against_its_pinned_schema(name: str) -> None:
+    schema = json.loads(PINNED[name].read_text(encoding="utf-8"))
+    document = committed(name)
+    assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+    errors = sorted(EcmaDraft4(schema).iter_errors(document), key=str)
+    assert errors == []
+    # and a broken one is caught: the check can fail
+    broken = dict(document)
+    broken.pop(next(iter(schema["required"])))
+    assert list(EcmaDraft4(schema).iter_errors(broken))
+
+
+def test_the_openapi_description_is_valid_and_binds_every_function() -> None:
+    from openapi_spec_validator import validate
+
+    openapi = committed("openapi.json")
+    validate(openapi)
+    operations = {op["operationId"] for path in openapi["paths"].values() for op in path.values()}
+    plugin = committed("ai-plugin.json")
+    functions = [f["name"] for f in plugin["functions"]]
+    assert set(functions) == operations == {"findRecords", "getRecordInsights"}
+    (runtime,) = plugin["runtimes"]
+    assert runtime["run_for_functions"] == functions and runtime["spec"]["url"] == "openapi.json"
+    assert runtime["auth"]["type"] == "OAuthPluginVault"
+    agent = committed("declarativeAgent.json")
+    assert agent["actions"] == [{"id": "salesInsights", "file": "ai-plugin.json"}]
+    assert committed("manifest.json")["copilotAgents"]["declarativeAgents"][0]["file"] == "declarativeAgent.json"
+    for name in ("color.png", "outline.png"):
+        assert (AGENT / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_tools_stay_under_the_sales_limit() -> None:
+    files = render_package(AgentOptions())
+    size = tools_size(files)
+    print(f"agent tools: {size:,} bytes uncompressed ({', '.join(TOOL_FILES)}), limit {TOOLS_LIMIT_BYTES:,}")
+    assert size < TOOLS_LIMIT_BYTES
+    archive = zipfile.ZipFile(BytesIO(zip_package(files)))
+    assert sorted(archive.namelist()) == sorted(files)
+    assert zip_package(files) == zip_package(render_package(AgentOptions()))  # the same bytes each time
+
+
+def _path(data: Any, path: str) -> Any:
+    """A JSONPath of the plain `$`, `$.a.b` kind (what the manifests use)."""
+    assert re.fullmatch(r"\$(\.[A-Za-z_][A-Za-z0-9_]*)*", path), path
+    for part in path.split(".")[1:]:
+        assert isinstance(data, dict) and part in data, (path, data)
+        data = data[part]
+    return data
+
+
+def _expand(template: dict[str, Any], data: Any) -> dict[str, Any]:
+    result = subprocess.run(
+        ["node", str(ROOT / "devhost" / "expand_card.js")],
+        input=json.dumps({"template": template, "data": data}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_every_card_resolves_against_real_answers(service: Service) -> None:
+    load_sample(service)
+    token = service.token(tenant=SAMPLE_TENANT)
+    answers = {
+        "findRecords": service.get("/api/chat/records", {"name": "fabrikam"}, token=token).json(),
+        "getRecordInsights": service.get(
+            "/api/chat/record-insights",
+            {"recordType": "opportunity", "recordId": FABRIKAM_RENEWAL, "crmOrgUrl": "contoso.crm.dynamics.com"},
+            token=token,
+        ).json(),
+    }
+    for function in committed("ai-plugin.json")["functions"]:
+        semantics = function["capabilities"]["response_semantics"]
+        results = _path(answers[function["name"]], semantics["data_path"])
+        results = results if isinstance(results, list) else [results]
+        assert results, function["name"]
+        for result in results:
+            for prop, path in semantics["properties"].items():
+                assert _path(result, path), (function["name"], prop)
+            card = _expand(semantics["static_template"], result)
+            text = json.dumps(card, ensure_ascii=False)
+            assert "${" not in text, (function["name"], text)  # every binding resolved
+            assert result["name"] in text
+            assert card["actions"][0]["url"] == result["url"]
+        if function["name"] == "getRecordInsights":
+            facts = [
+                f
+                for item in card["body"]
+                if item["type"] == "Container"
+                for i in item["items"]
+                if i["type"] == "FactSet"
+                for f in i["facts"]
+            ]
+            assert len(facts) == sum(len(results[0][k]) for k in ("keySalesInfo", "relatedRecords", "activities"))
+            assert any(re.fullmatch(r"\d{4}-\d{2}-\d{2}", f["title"]) for f in facts)  # activity dates formatted

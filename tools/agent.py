@@ -1,0 +1,442 @@
+"""The Sales chat agent package, generated from the code like the connector (`manage.py agent-package`).
+
+    agent/openapi.json            OpenAPI 3.0 of the two chat tools (chat/tools.py), from their models
+    agent/ai-plugin.json          the API plugin manifest (schema v2.4): when to call each function,
+                                  an Adaptive Card per answer, OAuth through the plugin vault
+    agent/declarativeAgent.json   the declarative agent (schema v1.7): find the record, then its
+                                  insights, always cite
+    agent/manifest.json           the app manifest (v1.24) that carries the agent
+    agent/color.png, outline.png  its icons
+
+The zip a Teams admin uploads is these files at its root. A Sales admin then copies the agent's
+tools into Sales (README "Sales chat"); the tools' files must stay under 150 KB together.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.pipeline import Operation
+
+__all__ = [
+    "AGENT_SCHEMA",
+    "APP_SCHEMA",
+    "PLUGIN_SCHEMA",
+    "TOOL_FILES",
+    "AgentOptions",
+    "chat_operations",
+    "render_package",
+    "tools_size",
+    "write_package",
+    "zip_package",
+]
+
+PLUGIN_SCHEMA = "https://developer.microsoft.com/json-schemas/copilot/plugin/v2.4/schema.json"
+AGENT_SCHEMA = "https://developer.microsoft.com/json-schemas/copilot/declarative-agent/v1.7/schema.json"
+APP_SCHEMA = "https://developer.microsoft.com/json-schemas/teams/v1.24/MicrosoftTeams.schema.json"
+TOOL_FILES = ("openapi.json", "ai-plugin.json", "declarativeAgent.json")
+"""What Sales copies from the agent (its tools; the agent has no knowledge sources)."""
+TOOLS_LIMIT_BYTES = 150 * 1024
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    host: str = "your-function-app.azurewebsites.net"
+    base_path: str = "/api"
+    app_id: str = "5e0c8a3d-2f41-4b7a-9c6e-1d8f3a5b7c90"
+    """The Teams app's id (a GUID of your own; keep it across versions)."""
+    version: str = "1.0.0"
+    app_id_uri: str = "api://00000000-0000-0000-0000-000000000000"
+    oauth_reference_id: str = "[[OAUTH_REFERENCE_ID]]"
+    """From the Teams developer portal's OAuth client registration (README)."""
+    name: str = "Relecloud Sales Insights"
+    short_name: str = "Relecloud Insights"
+    publisher: str = "Relecloud"
+    brand_color: str = "#0f6b5c"
+    website: str = "https://www.relecloud.example"
+    privacy_policy: str = "https://www.relecloud.example/privacy"
+    terms_of_use: str = "https://www.relecloud.example/terms"
+    support_email: str = "support@relecloud.example"
+
+
+def chat_operations() -> list[tuple[str, str, Operation[Any]]]:
+    """(method, path, spec) of the chat tools the FunctionApp registers (the `chat` blueprint)."""
+    from devhost.server import route_prefix
+    from function_app import create_app
+
+    prefix = route_prefix()
+    found = []
+    for function in create_app().get_functions():
+        trigger = function.get_trigger()
+        user = function.get_user_function()
+        spec = getattr(user, "operation", None)
+        if isinstance(spec, Operation) and user.__module__.startswith("chat."):
+            method = sorted(str(getattr(m, "value", m)).upper() for m in getattr(trigger, "methods", []))[0]
+            found.append((method, f"/{getattr(trigger, 'route', '')}", spec))
+    assert prefix == "api"
+    return sorted(found, key=lambda f: f[1])
+
+
+# ---- OpenAPI 3.0 from the models ------------------------------------------------------------------------
+
+
+def _openapi30(schema: Any) -> Any:
+    """JSON Schema as pydantic writes it (2020-12) to OpenAPI 3.0's dialect: `anyOf [X, null]`
+    becomes X with `nullable`, `$defs` references point at components."""
+    if isinstance(schema, list):
+        return [_openapi30(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _openapi30(v) for k, v in schema.items() if k not in ("$defs", "title")}
+    any_of = out.get("anyOf")
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        rest = [s for s in any_of if s != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1 and "$ref" not in rest[0]:
+            out.update(rest[0])
+        else:
+            out["anyOf" if len(rest) > 1 else "allOf"] = rest
+        out["nullable"] = True
+    if "$ref" in out:
+        out["$ref"] = out["$ref"].replace("#/$defs/", "#/components/schemas/")
+    if out.get("type") == "null":
+        out.pop("type")
+        out["nullable"] = True
+    return out
+
+
+def _schemas(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in schema.get("$defs", {}).items():
+        components[name] = _openapi30(definition)
+    components[model.__name__] = _openapi30(schema)
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema["properties"].items():
+        described = _openapi30(prop)
+        description = described.pop("description", "")
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "description": description,
+                "schema": described,
+            }
+        )
+    return params
+
+
+def build_openapi(options: AgentOptions) -> dict[str, Any]:
+    from shared.models import ApiError
+
+    components: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    error = _schemas(ApiError, components)
+    for method, path, spec in chat_operations():
+        assert spec.query_model is not None and spec.response_model is not None
+        paths[path] = {
+            method.lower(): {
+                "operationId": spec.operation_id,
+                "summary": spec.summary,
+                "description": spec.description,
+                "parameters": _parameters(spec.query_model),
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": _schemas(spec.response_model, components)}},
+                    },
+                    **{
+                        str(status): {"description": text, "content": {"application/json": {"schema": error}}}
+                        for status, text in (
+                            (400, "A parameter is not valid; the error names it."),
+                            (401, "The access token is missing, invalid or expired."),
+                            (403, "The caller's tenant or app is not allowed."),
+                            (429, "Too many requests; retry after the Retry-After seconds."),
+                            (503, "The insights store did not answer in time; retry."),
+                        )
+                    },
+                },
+            }
+        }
+    scope = f"{options.app_id_uri}/user_impersonation"
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": f"{options.name} chat tools",
+            "version": options.version,
+            "description": "Find the seller's CRM records by name and get a compact digest of their insights.",
+        },
+        "servers": [{"url": f"https://{options.host}{options.base_path}"}],
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": {
+                "entra": {
+                    "type": "oauth2",
+                    "flows": {
+                        "authorizationCode": {
+                            "authorizationUrl": "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+                            "tokenUrl": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+                            "scopes": {scope: "Read sales insights"},
+                        }
+                    },
+                }
+            },
+        },
+        "security": [{"entra": [scope]}],
+    }
+
+
+# ---- the plugin manifest ------------------------------------------------------------------------------
+
+FIND_CARD: dict[str, Any] = {
+    "type": "AdaptiveCard",
+    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+    "version": "1.5",
+    "body": [
+        {"type": "TextBlock", "text": "${name}", "weight": "Bolder", "size": "Medium", "wrap": True},
+        {
+            "type": "FactSet",
+            "facts": [
+                {"title": "Type", "value": "${recordType}"},
+                {"$when": "${crmOrgUrl != null}", "title": "CRM", "value": "${crmOrgUrl}"},
+            ],
+        },
+    ],
+    "actions": [{"type": "Action.OpenUrl", "title": "Open", "url": "${url}", "$when": "${url != null}"}],
+}
+
+DIGEST_CARD: dict[str, Any] = {
+    "type": "AdaptiveCard",
+    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+    "version": "1.5",
+    "body": [
+        {"type": "TextBlock", "text": "${name}", "weight": "Bolder", "size": "Medium", "wrap": True},
+        {"type": "TextBlock", "text": "${recordType}", "isSubtle": True, "spacing": "None"},
+        {
+            "type": "Container",
+            "$when": "${count(keySalesInfo) > 0}",
+            "items": [
+                {"type": "TextBlock", "text": "Key sales info", "weight": "Bolder", "spacing": "Medium"},
+                {
+                    "type": "FactSet",
+                    "facts": [{"$data": "${keySalesInfo}", "title": "${title}", "value": "${description}"}],
+                },
+            ],
+        },
+        {
+            "type": "Container",
+            "$when": "${count(relatedRecords) > 0}",
+            "items": [
+                {"type": "TextBlock", "text": "Related records", "weight": "Bolder", "spacing": "Medium"},
+                {
+                    "type": "FactSet",
+                    "facts": [{"$data": "${relatedRecords}", "title": "${type}", "value": "${title}"}],
+                },
+            ],
+        },
+        {
+            "type": "Container",
+            "$when": "${count(activities) > 0}",
+            "items": [
+                {"type": "TextBlock", "text": "Latest activities", "weight": "Bolder", "spacing": "Medium"},
+                {
+                    "type": "FactSet",
+                    "facts": [
+                        {
+                            "$data": "${activities}",
+                            "title": "${formatDateTime(dateTime, 'yyyy-MM-dd')}",
+                            "value": "${title}",
+                        }
+                    ],
+                },
+            ],
+        },
+    ],
+    "actions": [{"type": "Action.OpenUrl", "title": "Open", "url": "${url}", "$when": "${url != null}"}],
+}
+
+FUNCTION_TEXTS = {
+    "findRecords": (
+        "Finds the seller's CRM records (accounts, opportunities and others) by words of their name. "
+        "Call it first whenever the seller names an account, opportunity or deal instead of giving an id, "
+        "e.g. 'Fabrikam's renewal' -> name='Fabrikam renewal'. Pass recordType when the seller says which kind. "
+        "If several records match, ask the seller which one, showing their names.",
+        {"title": "$.name", "subtitle": "$.recordType", "url": "$.url"},
+        "$.records",
+        FIND_CARD,
+    ),
+    "getRecordInsights": (
+        "Gets what the seller's sales application knows about ONE CRM record: key sales info, related records "
+        "and the latest activities, each with a citation link. Call it after findRecords, passing the "
+        "recordType, recordId and crmOrgUrl findRecords returned, and the seller's language. Answer only from "
+        "it, cite each item's url, and say when a list has more than the digest shows (more.*).",
+        {"title": "$.name", "subtitle": "$.recordType", "url": "$.url"},
+        "$",
+        DIGEST_CARD,
+    ),
+}
+
+
+def build_plugin(options: AgentOptions, operations: list[str]) -> dict[str, Any]:
+    functions = []
+    for operation_id in operations:
+        description, properties, data_path, card = FUNCTION_TEXTS[operation_id]
+        functions.append(
+            {
+                "name": operation_id,
+                "description": description,
+                "capabilities": {
+                    "response_semantics": {
+                        "data_path": data_path,
+                        "properties": properties,
+                        "static_template": copy.deepcopy(card),
+                    }
+                },
+            }
+        )
+    return {
+        "$schema": PLUGIN_SCHEMA,
+        "schema_version": "v2.4",
+        "name_for_human": options.short_name,
+        "namespace": "salesinsights",
+        "description_for_human": f"Find {options.publisher} insights on your CRM records by name.",
+        "description_for_model": (
+            f"Answers sellers' questions about their CRM accounts and opportunities with {options.publisher}'s "
+            "insights: first find the record by name, then get its insights, and cite them."
+        ),
+        "contact_email": options.support_email,
+        "privacy_policy_url": options.privacy_policy,
+        "legal_info_url": options.terms_of_use,
+        "functions": functions,
+        "runtimes": [
+            {
+                "type": "OpenApi",
+                "auth": {"type": "OAuthPluginVault", "reference_id": options.oauth_reference_id},
+                "spec": {"url": "openapi.json", "progress_style": "ShowUsageWithInputAndOutput"},
+                "run_for_functions": operations,
+            }
+        ],
+    }
+
+
+def build_agent(options: AgentOptions) -> dict[str, Any]:
+    return {
+        "$schema": AGENT_SCHEMA,
+        "version": "v1.7",
+        "name": options.short_name,
+        "description": f"Answers questions about your accounts and opportunities with {options.publisher}'s sales insights.",
+        "instructions": (
+            f"You help sellers with {options.publisher}'s insights on their CRM records.\n"
+            "1. When the seller names an account, opportunity or deal, call findRecords with the words of its name. "
+            "If several records match, list their names and ask which one; if none, say so and ask for another name.\n"
+            "2. Then call getRecordInsights with the recordType, recordId and crmOrgUrl that findRecords returned, "
+            "in the seller's language.\n"
+            "3. Answer only from what getRecordInsights returned. Cite every item with its url. Lead with key sales "
+            "info, then the latest activities, then related records. If a list has more than the digest shows, say "
+            "so and point to the record's link.\n"
+            "4. Never invent records, figures or dates, and never answer about a record you did not find."
+        ),
+        "conversation_starters": [
+            {"title": "What's new", "text": "What's new with the Fabrikam renewal?"},
+            {"title": "Latest activities", "text": "What were the latest activities on Northwind?"},
+        ],
+        "actions": [{"id": "salesInsights", "file": "ai-plugin.json"}],
+    }
+
+
+def build_manifest(options: AgentOptions) -> dict[str, Any]:
+    return {
+        "$schema": APP_SCHEMA,
+        "manifestVersion": "1.24",
+        "version": options.version,
+        "id": options.app_id,
+        "developer": {
+            "name": options.publisher,
+            "websiteUrl": options.website,
+            "privacyUrl": options.privacy_policy,
+            "termsOfUseUrl": options.terms_of_use,
+        },
+        "icons": {"color": "color.png", "outline": "outline.png"},
+        "name": {"short": options.short_name, "full": options.name},
+        "description": {
+            "short": f"{options.publisher} insights in the Sales chat.",
+            "full": (
+                f"Ask about your accounts and opportunities by name in the Sales chat and get {options.publisher}'s "
+                "key sales info, related records and latest activities, with links to the sources."
+            ),
+        },
+        "accentColor": options.brand_color,
+        "copilotAgents": {"declarativeAgents": [{"id": "salesInsightsAgent", "file": "declarativeAgent.json"}]},
+        "permissions": ["identity"],
+        "validDomains": [options.host],
+    }
+
+
+def render_outline(size: int = 32) -> bytes:
+    """The outline icon: the same bars in white on transparency, as Teams asks."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    for i, height in enumerate((12, 18, 24)):
+        x0 = 5 + i * 8
+        draw.rectangle((x0, size - 4 - height, x0 + 5, size - 4), fill=(255, 255, 255, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _json(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def render_package(options: AgentOptions) -> dict[str, bytes]:
+    from tools.connector import render_icon
+
+    openapi = build_openapi(options)
+    operations = [op["operationId"] for path in openapi["paths"].values() for op in path.values()]
+    return {
+        "openapi.json": _json(openapi),
+        "ai-plugin.json": _json(build_plugin(options, operations)),
+        "declarativeAgent.json": _json(build_agent(options)),
+        "manifest.json": _json(build_manifest(options)),
+        "color.png": render_icon(options.brand_color, size=192, logo=128),
+        "outline.png": render_outline(),
+    }
+
+
+def tools_size(files: dict[str, bytes]) -> int:
+    """Bytes of what Sales copies (the tools' files), uncompressed."""
+    return sum(len(files[name]) for name in TOOL_FILES)
+
+
+def write_package(files: dict[str, bytes], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (out / name).write_bytes(content)
+
+
+def zip_package(files: dict[str, bytes]) -> bytes:
+    """The app package: the files at the zip's root, with fixed dates (the same bytes each time)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name])
+    return buffer.getvalue()
