@@ -541,6 +541,18 @@ def cmd_entra_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_generated(files: dict[str, bytes], out: Path, command: str) -> int:
+    """`--check` of a generated folder: 0 when every file is what the code generates now."""
+    stale = [
+        name for name, content in files.items() if not (out / name).exists() or (out / name).read_bytes() != content
+    ]
+    if stale:
+        print(f"{out} is out of date ({', '.join(stale)}): run python3 manage.py {command}", file=sys.stderr)
+        return 1
+    print(f"{out} matches the code")
+    return 0
+
+
 def cmd_agent_package(args: argparse.Namespace) -> int:
     from tools.agent import TOOLS_LIMIT_BYTES, AgentOptions, render_package, tools_size, write_package, zip_package
 
@@ -559,14 +571,7 @@ def cmd_agent_package(args: argparse.Namespace) -> int:
         return 1
     out = Path(args.out)
     if args.check:
-        stale = [
-            name for name, content in files.items() if not (out / name).exists() or (out / name).read_bytes() != content
-        ]
-        if stale:
-            print(f"{out} is out of date ({', '.join(stale)}): run python3 manage.py agent-package", file=sys.stderr)
-            return 1
-        print(f"{out} matches the code")
-        return 0
+        return check_generated(files, out, "agent-package")
     write_package(files, out)
     archive = Path(args.zip)
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -594,14 +599,7 @@ def cmd_connector(args: argparse.Namespace) -> int:
     files = render_package(registered_operations(), options)
     out = Path(args.out)
     if args.check:
-        stale = [
-            name for name, content in files.items() if not (out / name).exists() or (out / name).read_bytes() != content
-        ]
-        if stale:
-            print(f"{out} is out of date ({', '.join(stale)}): run python3 manage.py connector", file=sys.stderr)
-            return 1
-        print(f"{out} matches the code")
-        return 0
+        return check_generated(files, out, "connector")
     write_package(files, out)
     print(f"wrote {', '.join(files)} to {out}")
     return 0

@@ -504,6 +504,8 @@ def check_packaging(root: Path = ROOT) -> list[str]:
         "sample_data/insights.jsonl",
         "docs/x.md",
         "connector/apiDefinition.swagger.json",
+        "agent/ai-plugin.json",
+        "dist/sales-insights-agent.zip",
     ):
         if not spec.match_file(kept_out):
             problems.append(f".funcignore lets {kept_out} into the package")
