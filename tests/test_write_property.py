@@ -1,7 +1,8 @@
 """A property of the write path, against Azurite: whatever the interleaving of concurrent writers
 sending writes with distinct explicit versions, moves (a new dateTime, a new contact, no contact)
 and deletes, the table ends equal to a model built only from the versions: per document, the
-highest version wins, and a delete is a version too. The model knows nothing of the code."""
+highest version wins, and a delete is a version too. The name index follows the same model: the
+record's name is its highest live version's. The model knows nothing of the code."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 import shared.writes
 from shared.documents import validate_document
 from shared.keys import DocKey, RecordRef, partition_key
+from shared.names import names_partition
 from shared.writes import delete, write
 from tests.conftest import TENANT_A, Service, attached
 
@@ -55,6 +57,13 @@ def stalling_writers(monkeypatch: pytest.MonkeyPatch) -> None:
             await copies(self, changes)
 
     monkeypatch.setattr(shared.writes.Writer, "_copies", stalled)
+    refresh_names = shared.writes._refresh_names
+
+    async def dies_before_names(*args: Any, **kwargs: Any) -> None:
+        if not CRASH.get():  # a writer that dies after its home commit refreshes no name either
+            await refresh_names(*args, **kwargs)
+
+    monkeypatch.setattr(shared.writes, "_refresh_names", dies_before_names)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -84,7 +93,8 @@ def test_any_interleaving_ends_as_the_highest_versions_say(
             report = await delete(service.store, [DocKey(home, op["id"])], op["version"])
         else:
             data = attached(POINT, id=op["id"], record_id=record, contact=op["contact_email"], date_time=op["date"])
-            document, errors = validate_document({**data, "version": op["version"]})
+            named = {**data, "version": op["version"], "recordName": f"Name{op['version']} deal"}
+            document, errors = validate_document(named)
             assert document is not None, errors
             report = await write(service.store, [document])
         assert report.outcomes[0].status in ("written", "stale", "absent"), report.outcomes
@@ -118,6 +128,16 @@ def test_any_interleaving_ends_as_the_highest_versions_say(
         where = "r" if kind == "r" else f"c|{entity['Contact']}"
         found.add((where, entity["Id"], entity["DateTime"], entity["Ver"].value))
     assert found == expected
+
+    live = [version for where, _, _, version in expected if where == "r"]
+    entries = [
+        (e["Name"], e["Ver"].value)
+        for e in service.table.query_entities(
+            "PartitionKey eq @pk and RowKey eq @row",
+            parameters={"pk": names_partition(TENANT_A), "row": f"n|opportunity|{record}"},
+        )
+    ]
+    assert entries == ([(f"Name{max(live)} deal", max(live))] if live else [])
 
 
 def test_a_writer_that_died_after_its_home_commit_leaves_no_copy_behind_a_later_move(service: Service) -> None:
