@@ -18,12 +18,24 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import azure.functions as func
-from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from shared.params import CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel
 from shared.pipeline import RequestContext, operation
 
 bp = func.Blueprint()
+
+
+class Deferred(BaseModel):
+    """Built on first use, not at import: a chat tool call is rare beside Copilot's reads, so the
+    instance's start-up does not pay for these models (the first chat tool call does, once)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class DeferredRequest(RequestModel):
+    model_config = ConfigDict(defer_build=True)
+
 
 DIGEST_ITEMS = 5
 TEXT_CHARS = 300
@@ -48,7 +60,7 @@ def _language(value: Any) -> str:
     return text.lower()
 
 
-class FindRecordsQuery(RequestModel):
+class FindRecordsQuery(DeferredRequest):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
         description="Words of the record's name as the seller said them, e.g. 'Fabrikam renewal'. "
         "Case and accents do not matter; each word may be the start of a word of the name."
@@ -61,7 +73,7 @@ class FindRecordsQuery(RequestModel):
     )
 
 
-class RecordMatch(BaseModel):
+class RecordMatch(Deferred):
     recordType: str = Field(description="The record's CRM type, e.g. opportunity.")
     recordId: str = Field(description="The record's CRM id: pass it to getRecordInsights.")
     name: str = Field(description="The record's name.")
@@ -73,11 +85,11 @@ class RecordMatch(BaseModel):
     )
 
 
-class RecordMatches(BaseModel):
+class RecordMatches(Deferred):
     records: list[RecordMatch] = Field(description="Records whose name matches, best first.")
 
 
-class RecordInsightsQuery(RequestModel):
+class RecordInsightsQuery(DeferredRequest):
     recordType: RecordTypeIn = Field(description="The record's CRM type, as findRecords returned it.")
     recordId: RecordIdIn = Field(description="The record's CRM id, as findRecords returned it.")
     crmType: CrmTypeIn = Field(default="", description="The record's CRM type name, as findRecords returned it.")
@@ -87,33 +99,33 @@ class RecordInsightsQuery(RequestModel):
     )
 
 
-class Property(BaseModel):
+class Property(Deferred):
     name: str
     value: str
 
 
-class KeySalesInfo(BaseModel):
+class KeySalesInfo(Deferred):
     title: str
     description: str
     dateTime: datetime | None = None
     url: str | None = Field(default=None, description="Citation: where the insight comes from.")
 
 
-class RelatedRecordDigest(BaseModel):
+class RelatedRecordDigest(Deferred):
     title: str
     type: str = Field(description="The related record's type, as sellers call it (e.g. Quote).")
     properties: list[Property] = Field(description="Its first two properties.")
     url: str | None = Field(default=None, description="Citation: where the seller opens it.")
 
 
-class ActivityDigest(BaseModel):
+class ActivityDigest(Deferred):
     title: str
     description: str
     dateTime: datetime
     url: str | None = Field(default=None, description="Citation: where the activity is recorded.")
 
 
-class Omitted(BaseModel):
+class Omitted(Deferred):
     """Whether the record has more of each kind than the digest shows."""
 
     keySalesInfo: bool = False
@@ -121,7 +133,7 @@ class Omitted(BaseModel):
     activities: bool = False
 
 
-class RecordDigest(BaseModel):
+class RecordDigest(Deferred):
     recordType: str
     recordId: str
     name: str | None = Field(default=None, description="The record's name, when known.")

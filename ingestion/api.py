@@ -12,16 +12,28 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import azure.functions as func
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.errors import InsufficientPermissions, RequestTooLarge, ServiceUnavailable
-from shared.ingest import delete_documents, write_documents
 from shared.normalize import GUID_PATTERN
 from shared.params import RequestModel
 from shared.pipeline import RequestContext, operation
 from shared.points import all_points, get_point
 
 bp = func.Blueprint()
+
+
+class Deferred(BaseModel):
+    """Built on first use, not at import: a ingestion call is rare beside Copilot's reads, so the
+    instance's start-up does not pay for these models (the first ingestion call does, once)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class DeferredRequest(RequestModel):
+    model_config = ConfigDict(defer_build=True)
+
+
 # Writes are batches from partner services, not Copilot calls: they get more time (host.json's
 # functionTimeout is 30 s), and still an answer rather than a hang when storage stalls.
 WRITE_BUDGET_SECONDS = 25.0
@@ -30,11 +42,11 @@ WRITE_CONCURRENCY = 16
 own lookup before its transaction."""
 
 
-class UpsertRequest(RequestModel):
+class UpsertRequest(DeferredRequest):
     documents: list[Any] = Field(description="Insight documents, in the loader's format.")
 
 
-class ItemResult(BaseModel):
+class ItemResult(Deferred):
     index: int = Field(description="Position of the document in the request.")
     id: str | None = Field(default=None, description="The document's id, when it has one.")
     status: Literal["written", "stale", "invalid", "failed"] = Field(
@@ -48,7 +60,7 @@ class ItemResult(BaseModel):
     error: str | None = Field(default=None, description="Why it was not written: the field and the problem.")
 
 
-class UpsertSummary(BaseModel):
+class UpsertSummary(Deferred):
     received: int
     written: int
     stale: int
@@ -58,7 +70,7 @@ class UpsertSummary(BaseModel):
     transactions: int
 
 
-class UpsertResponse(BaseModel):
+class UpsertResponse(Deferred):
     summary: UpsertSummary
     results: list[ItemResult]
 
@@ -97,6 +109,7 @@ def _unfinished(report: dict[str, Any], what: str) -> ServiceUnavailable:
 )
 async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertResponse:
     from shared.documents import validate_document  # the document model: only writers need it
+    from shared.ingest import write_documents  # the write path: no reader's request needs it
 
     limit = ctx.settings.ingest_max_documents
     if len(request.documents) > limit:
@@ -145,7 +158,7 @@ async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> Upser
     return response
 
 
-class DeleteRequest(RequestModel):
+class DeleteRequest(DeferredRequest):
     tenantId: str = Field(pattern=rf"^{GUID_PATTERN}$")
     scope: Literal["document", "record", "contact", "tenant"]
     extensionPoint: str | None = None
@@ -181,7 +194,7 @@ class DeleteRequest(RequestModel):
         return self
 
 
-class DeleteResponse(BaseModel):
+class DeleteResponse(Deferred):
     deleted: int = Field(description="How many documents were deleted.")
     stale: int = Field(default=0, description="Documents not deleted: an equal or newer version is stored.")
     failed: int = Field(default=0, description="Documents storage did not delete (a 503 carries this report).")
@@ -203,6 +216,8 @@ async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteRe
     tenant = request.tenantId.lower()
     _check_grants(ctx, {tenant})
     from azure.core.exceptions import AzureError
+
+    from shared.ingest import delete_documents
 
     try:
         report = await delete_documents(
