@@ -52,10 +52,10 @@ def _records_top(value: Any) -> int:
 
 
 def _language(value: Any) -> str:
-    import re
+    from shared.language import is_language_tag
 
     text = str(value).strip()
-    if not re.match(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", text):
+    if not is_language_tag(text):
         raise ValueError("must be a language tag such as 'en' or 'fr-CA'")
     return text.lower()
 

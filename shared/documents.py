@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared import normalize
+from shared.language import is_language_tag
 from shared.points import ExtensionPoint, all_points, get_point
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "validate_document",
 ]
 
-_LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _FORBIDDEN_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ID_LENGTH = normalize.MAX_KEY_VALUE_LENGTH
@@ -185,7 +185,7 @@ class InsightDocument(BaseModel):
     @field_validator("language")
     @classmethod
     def _language(cls, value: str) -> str:
-        if not _LANG.match(value):
+        if not is_language_tag(value):
             raise ValueError("must be a language tag such as 'en' or 'fr-CA'")
         return value.lower()
 
@@ -193,7 +193,7 @@ class InsightDocument(BaseModel):
     @classmethod
     def _localized_tags(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for tag in value:
-            if not _LANG.match(tag):
+            if not is_language_tag(tag):
                 raise ValueError(f"{tag!r} is not a language tag such as 'fr' or 'fr-CA'")
         return {tag.lower(): fields for tag, fields in value.items()}
 

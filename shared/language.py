@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["choose_language", "parse_accept_language"]
+__all__ = ["choose_language", "is_language_tag", "parse_accept_language"]
 
 MAX_RANGES = 20
+_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def is_language_tag(value: str) -> bool:
+    """A language tag as documents and callers name languages: `en`, `fr-CA`, `zh-Hant-TW`."""
+    return bool(_TAG.match(value))
 
 
 def parse_accept_language(header: str | None) -> list[str]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.entities import as_int, int64
+from shared.entities import as_int, int64, parse_stored_time
 from shared.keys import LEGACY, RecordRef, enc, partition_key
 
 if TYPE_CHECKING:
@@ -143,7 +143,6 @@ async def _record_documents(store: InsightsStore, tenant: str, record_type: str,
 
     ref = RecordRef.record(record_type, record_id)
     now = datetime.now(UTC)
-    from shared.entities import parse_stored_time
 
     async def one(pk: str) -> list[_Doc]:
         found = []

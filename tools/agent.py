@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.pipeline import Operation
+from tools.connector import ConnectorOptions, render_icon
 
 __all__ = [
     "AGENT_SCHEMA",
@@ -47,24 +48,28 @@ TOOL_FILES = ("openapi.json", "ai-plugin.json", "declarativeAgent.json")
 TOOLS_LIMIT_BYTES = 150 * 1024
 
 
+_BRAND = ConnectorOptions()
+"""The partner's names, colour and links: the connector's, one place for both packages."""
+
+
 @dataclass(frozen=True)
 class AgentOptions:
-    host: str = "your-function-app.azurewebsites.net"
-    base_path: str = "/api"
+    host: str = _BRAND.host
+    base_path: str = _BRAND.base_path
     app_id: str = "5e0c8a3d-2f41-4b7a-9c6e-1d8f3a5b7c90"
     """The Teams app's id (a GUID of your own; keep it across versions)."""
     version: str = "1.0.0"
-    app_id_uri: str = "api://00000000-0000-0000-0000-000000000000"
+    app_id_uri: str = _BRAND.app_id_uri
     oauth_reference_id: str = "[[OAUTH_REFERENCE_ID]]"
     """From the Teams developer portal's OAuth client registration (README)."""
-    name: str = "Relecloud Sales Insights"
+    name: str = _BRAND.title
     short_name: str = "Relecloud Insights"
-    publisher: str = "Relecloud"
-    brand_color: str = "#0f6b5c"
-    website: str = "https://www.relecloud.example"
-    privacy_policy: str = "https://www.relecloud.example/privacy"
+    publisher: str = _BRAND.publisher
+    brand_color: str = _BRAND.brand_color
+    website: str = _BRAND.website
+    privacy_policy: str = _BRAND.privacy_policy
     terms_of_use: str = "https://www.relecloud.example/terms"
-    support_email: str = "support@relecloud.example"
+    support_email: str = _BRAND.support_email
 
 
 def chat_operations() -> list[tuple[str, str, Operation[Any]]]:
@@ -406,8 +411,6 @@ def _json(data: Any) -> bytes:
 
 
 def render_package(options: AgentOptions) -> dict[str, bytes]:
-    from tools.connector import render_icon
-
     openapi = build_openapi(options)
     operations = [op["operationId"] for path in openapi["paths"].values() for op in path.values()]
     return {
