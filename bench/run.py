@@ -279,6 +279,15 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 STARTUP_PROBE = """
 import time
 t = time.perf_counter()
@@ -522,7 +531,14 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.1)
 
         # -- the ingestion API against raw batch upserts -------------------------------------------
-        results["ingestion"] = ingestion_vs_raw(args, base, authority, docs, raw_settings)
+        results["ingestion"] = ingestion_vs_raw(
+            args,
+            base,
+            authority,
+            docs,
+            raw_settings,
+            {"dev host": host.pid, "Azurite": azurite.process.pid if azurite.process else -1},
+        )
         ingestion = results["ingestion"]
         print(
             f"ingestion API: {ingestion['documents']} documents in scattered batches of {ingestion['batch']} from "
@@ -531,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
             f"503), {ingestion['api_errors']} batches never completed; raw batch "
             f"upserts of their entities from {ingestion['clients']} clients {ingestion['raw_documents_per_s']:.0f}/s: "
             f"ratio {ingestion['ratio']}",
+            flush=True,
+        )
+        print(
+            f"  CPU while the API wrote: {_cpu_text(ingestion['api_seconds'], ingestion['api_cpu_seconds'])}; "
+            f"while raw upserts wrote: {_cpu_text(ingestion['raw_seconds'], ingestion['raw_cpu_seconds'])}",
             flush=True,
         )
 
@@ -581,11 +602,26 @@ def stored_entities(documents: list[Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def ingestion_vs_raw(
-    args: argparse.Namespace, base: str, authority: LocalAuthority, docs: list[dict[str, Any]], settings: Any
+    args: argparse.Namespace,
+    base: str,
+    authority: LocalAuthority,
+    docs: list[dict[str, Any]],
+    settings: Any,
+    processes: dict[str, int],
 ) -> dict[str, Any]:
     """Scattered 1,000-document batches of updates (each a new dateTime, so its row moves) sent by
     `api_clients` concurrent clients to the ingestion API of the loaded table; then raw batch
-    upserts of the same documents' entities into the same table from as many clients."""
+    upserts of the same documents' entities into the same table from as many clients.
+
+    Each phase also records the CPU seconds of `processes` and of the bench process (the API's
+    clients, then the raw writers): on one machine, whichever is busy all the time sets the pace."""
+
+    def cpu() -> dict[str, float]:
+        return {**{name: cpu_seconds(pid) for name, pid in processes.items()}, "bench": time.process_time()}
+
+    def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: round(after[name] - before[name], 1) for name in before}
+
     import asyncio
 
     import httpx
@@ -633,10 +669,10 @@ def ingestion_vs_raw(
                     seconds.append(time.perf_counter() - started)
                     errors += bool(pending)
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu()
     with ThreadPoolExecutor(args.api_clients) as pool:
         list(pool.map(client, [batches[c :: args.api_clients] for c in range(args.api_clients)]))
-    api_seconds = time.perf_counter() - started
+    api_seconds, api_cpu = time.perf_counter() - started, used(cpu_before, cpu())
 
     entities = stored_entities([doc for d in updates if (doc := validate_document(d)[0]) is not None])
     chunks = [group[i : i + 100] for group in entities.values() for i in range(0, len(group), 100)]
@@ -654,7 +690,9 @@ def ingestion_vs_raw(
             await asyncio.gather(*(one_client() for _ in range(args.api_clients)))
             return time.perf_counter() - begun
 
+    cpu_before = cpu()
     raw_seconds = asyncio.run(raw())
+    raw_cpu = used(cpu_before, cpu())
     api_rate, raw_rate = len(updates) / api_seconds, len(updates) / raw_seconds
     return {
         "documents": len(updates),
@@ -668,7 +706,15 @@ def ingestion_vs_raw(
         "raw_documents_per_s": round(raw_rate, 1),
         "raw_entities": sum(len(c) for c in chunks),
         "ratio": round(api_rate / raw_rate, 2),
+        "api_seconds": round(api_seconds, 1),
+        "api_cpu_seconds": api_cpu,
+        "raw_seconds": round(raw_seconds, 1),
+        "raw_cpu_seconds": raw_cpu,
     }
+
+
+def _cpu_text(seconds: float, cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value} s" for name, value in cpu.items()) + f" of {seconds} s"
 
 
 def run_operations(
@@ -890,6 +936,12 @@ def _ingestion_line(results: dict[str, Any]) -> str:
         f"reported failed; {i['api_errors']} batches never completed) against raw batch upserts of the same entities "
         f"({i['raw_entities']:,}: rows and index entities, grouped per partition) from {i['clients']} clients at "
         f"{i['raw_documents_per_s']} documents/s: ratio {i['ratio']}."
+        + (
+            f" CPU while the API wrote: {_cpu_text(i['api_seconds'], i['api_cpu_seconds'])}; while raw upserts "
+            f"wrote: {_cpu_text(i['raw_seconds'], i['raw_cpu_seconds'])}."
+            if "api_cpu_seconds" in i
+            else ""
+        )
     )
 
 
