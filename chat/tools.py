@@ -6,7 +6,7 @@ renewal?", the orchestrator finds the record by name, then asks for its insights
 Both go through the same pipeline as the extension points (Entra token with the same scopes,
 request id, deadline, `ApiError`s); the caller's tenant is the token's.
 
-A digest stays small enough for a chat answer: at most `DIGEST_ITEMS` items of each kind (key
+The models (`chat/models.py`) are imported on the first call. A digest stays small enough for a chat answer: at most `DIGEST_ITEMS` items of each kind (key
 sales info, related records, activities), texts cut at `TEXT_CHARS`, a related record's first two
 properties only; `more` says how many of each kind were left out.
 """
@@ -14,137 +14,21 @@ properties only; `more` says how many of each kind were left out.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel
 
-from shared.params import CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel
 from shared.pipeline import RequestContext, operation
+
+if TYPE_CHECKING:
+    from chat.models import FindRecordsQuery, RecordDigest, RecordInsightsQuery, RecordMatches
 
 bp = func.Blueprint()
 
-
-class Deferred(BaseModel):
-    """Built on first use, not at import: a chat tool call is rare beside Copilot's reads, so the
-    instance's start-up does not pay for these models (the first chat tool call does, once)."""
-
-    model_config = ConfigDict(defer_build=True)
-
-
-class DeferredRequest(RequestModel):
-    model_config = ConfigDict(defer_build=True)
-
-
-DIGEST_ITEMS = 5
 TEXT_CHARS = 300
-MAX_RECORDS = 25
-DEFAULT_RECORDS = 5
 
-__all__ = ["DIGEST_ITEMS", "RecordDigest", "RecordMatches", "bp"]
-
-
-def _records_top(value: Any) -> int:
-    from shared.params import _top
-
-    return min(_top(value), MAX_RECORDS)
-
-
-def _language(value: Any) -> str:
-    from shared.language import is_language_tag
-
-    text = str(value).strip()
-    if not is_language_tag(text):
-        raise ValueError("must be a language tag such as 'en' or 'fr-CA'")
-    return text.lower()
-
-
-class FindRecordsQuery(DeferredRequest):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] = Field(
-        description="Words of the record's name as the seller said them, e.g. 'Fabrikam renewal'. "
-        "Case and accents do not matter; each word may be the start of a word of the name."
-    )
-    recordType: RecordTypeIn | None = Field(
-        default=None, description="Only records of this CRM type, e.g. 'opportunity' or 'account'."
-    )
-    top: Annotated[int, BeforeValidator(_records_top)] = Field(
-        default=DEFAULT_RECORDS, description=f"How many records to return at most (1 to {MAX_RECORDS})."
-    )
-
-
-class RecordMatch(Deferred):
-    recordType: str = Field(description="The record's CRM type, e.g. opportunity.")
-    recordId: str = Field(description="The record's CRM id: pass it to getRecordInsights.")
-    name: str = Field(description="The record's name.")
-    url: str | None = Field(default=None, description="Where the seller opens the record.")
-    crmType: str | None = Field(default=None, description="The CRM the record's insights come from, when one.")
-    crmOrgUrl: str | None = Field(
-        default=None,
-        description="The CRM org the record's insights are scoped to, when one: pass it to getRecordInsights.",
-    )
-
-
-class RecordMatches(Deferred):
-    records: list[RecordMatch] = Field(description="Records whose name matches, best first.")
-
-
-class RecordInsightsQuery(DeferredRequest):
-    recordType: RecordTypeIn = Field(description="The record's CRM type, as findRecords returned it.")
-    recordId: RecordIdIn = Field(description="The record's CRM id, as findRecords returned it.")
-    crmType: CrmTypeIn = Field(default="", description="The record's CRM type name, as findRecords returned it.")
-    crmOrgUrl: OrgUrlIn = Field(default="", description="The record's CRM org, as findRecords returned it.")
-    language: Annotated[str, BeforeValidator(_language)] | None = Field(
-        default=None, description="The language of the answer (e.g. 'fr'); by default the seller's."
-    )
-
-
-class Property(Deferred):
-    name: str
-    value: str
-
-
-class KeySalesInfo(Deferred):
-    title: str
-    description: str
-    dateTime: datetime | None = None
-    url: str | None = Field(default=None, description="Citation: where the insight comes from.")
-
-
-class RelatedRecordDigest(Deferred):
-    title: str
-    type: str = Field(description="The related record's type, as sellers call it (e.g. Quote).")
-    properties: list[Property] = Field(description="Its first two properties.")
-    url: str | None = Field(default=None, description="Citation: where the seller opens it.")
-
-
-class ActivityDigest(Deferred):
-    title: str
-    description: str
-    dateTime: datetime
-    url: str | None = Field(default=None, description="Citation: where the activity is recorded.")
-
-
-class Omitted(Deferred):
-    """Whether the record has more of each kind than the digest shows."""
-
-    keySalesInfo: bool = False
-    relatedRecords: bool = False
-    activities: bool = False
-
-
-class RecordDigest(Deferred):
-    recordType: str
-    recordId: str
-    name: str | None = Field(default=None, description="The record's name, when known.")
-    url: str | None = Field(default=None, description="Where the seller opens the record.")
-    language: str = Field(description="The language the texts are in.")
-    keySalesInfo: list[KeySalesInfo] = Field(description=f"The newest key sales info, at most {DIGEST_ITEMS}.")
-    relatedRecords: list[RelatedRecordDigest] = Field(description=f"Related records, at most {DIGEST_ITEMS}.")
-    activities: list[ActivityDigest] = Field(
-        description=f"The latest activities, newest first, at most {DIGEST_ITEMS}."
-    )
-    more: Omitted = Field(description="Which kinds have more than the digest shows (the seller can open the record).")
+__all__ = ["bp"]
 
 
 @bp.function_name("chat_find_records")
@@ -153,11 +37,12 @@ class RecordDigest(Deferred):
     operation_id="findRecords",
     summary="Find CRM records by name",
     description="Finds the seller's CRM records (accounts, opportunities, ...) that have insights, by words of their name.",
-    query=FindRecordsQuery,
-    response=RecordMatches,
+    query="chat.models:FindRecordsQuery",
+    response="chat.models:RecordMatches",
     in_connector=False,
 )
 async def find_records(ctx: RequestContext, query: FindRecordsQuery) -> RecordMatches:
+    from chat.models import RecordMatch, RecordMatches
     from shared.errors import InvalidRequest
     from shared.names import find_records as search
 
@@ -188,11 +73,20 @@ async def find_records(ctx: RequestContext, query: FindRecordsQuery) -> RecordMa
     operation_id="getRecordInsights",
     summary="Get a CRM record's insights",
     description="Answers a compact digest of a CRM record's insights: key sales info, related records and the latest activities, with citation links.",
-    query=RecordInsightsQuery,
-    response=RecordDigest,
+    query="chat.models:RecordInsightsQuery",
+    response="chat.models:RecordDigest",
     in_connector=False,
 )
 async def record_insights(ctx: RequestContext, query: RecordInsightsQuery) -> RecordDigest:
+    from chat.models import (
+        DIGEST_ITEMS,
+        ActivityDigest,
+        KeySalesInfo,
+        Omitted,
+        Property,
+        RecordDigest,
+        RelatedRecordDigest,
+    )
     from extensions import activities, related_records, sales_highlights
     from shared.names import record_entry
     from shared.store import RecordRef, Scope

@@ -9,29 +9,17 @@ AUTH_WRITER_TENANT_GRANTS allows. Documents are validated by the loader's own ru
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.errors import InsufficientPermissions, RequestTooLarge, ServiceUnavailable
-from shared.normalize import GUID_PATTERN
-from shared.params import RequestModel
 from shared.pipeline import RequestContext, operation
-from shared.points import all_points, get_point
+
+if TYPE_CHECKING:
+    from ingestion.models import DeleteRequest, DeleteResponse, UpsertRequest, UpsertResponse
 
 bp = func.Blueprint()
-
-
-class Deferred(BaseModel):
-    """Built on first use, not at import: a ingestion call is rare beside Copilot's reads, so the
-    instance's start-up does not pay for these models (the first ingestion call does, once)."""
-
-    model_config = ConfigDict(defer_build=True)
-
-
-class DeferredRequest(RequestModel):
-    model_config = ConfigDict(defer_build=True)
 
 
 # Writes are batches from partner services, not Copilot calls: they get more time (host.json's
@@ -40,39 +28,6 @@ WRITE_BUDGET_SECONDS = 25.0
 WRITE_CONCURRENCY = 16
 """Partitions a batch writes at once: its partitions are usually scattered, and each needs its
 own lookup before its transaction."""
-
-
-class UpsertRequest(DeferredRequest):
-    documents: list[Any] = Field(description="Insight documents, in the loader's format.")
-
-
-class ItemResult(Deferred):
-    index: int = Field(description="Position of the document in the request.")
-    id: str | None = Field(default=None, description="The document's id, when it has one.")
-    status: Literal["written", "stale", "invalid", "failed"] = Field(
-        description="written: stored (or already stored at this version); stale: an equal or newer version is "
-        "stored, nothing changed; invalid: see error, fix it; failed: storage did not take it, send it again."
-    )
-    version: int | None = Field(default=None, description="The document's version now stored.")
-    transaction: int | None = Field(
-        default=None, description="Which transaction of this request held it: items fail together only within one."
-    )
-    error: str | None = Field(default=None, description="Why it was not written: the field and the problem.")
-
-
-class UpsertSummary(Deferred):
-    received: int
-    written: int
-    stale: int
-    invalid: int
-    failed: int
-    partitions: int
-    transactions: int
-
-
-class UpsertResponse(Deferred):
-    summary: UpsertSummary
-    results: list[ItemResult]
 
 
 def _check_grants(ctx: RequestContext, tenants: set[str]) -> None:
@@ -101,13 +56,14 @@ def _unfinished(report: dict[str, Any], what: str) -> ServiceUnavailable:
     operation_id="IngestDocuments",
     summary="Upsert insight documents",
     description="Validates and upserts a batch of insight documents; idempotent by document identity.",
-    body=UpsertRequest,
-    response=UpsertResponse,
+    body="ingestion.models:UpsertRequest",
+    response="ingestion.models:UpsertResponse",
     role="writer",
     in_connector=False,
     budget_seconds=WRITE_BUDGET_SECONDS,
 )
 async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertResponse:
+    from ingestion.models import ItemResult, UpsertResponse, UpsertSummary
     from shared.documents import validate_document  # the document model: only writers need it
     from shared.ingest import write_documents  # the write path: no reader's request needs it
 
@@ -158,56 +114,14 @@ async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> Upser
     return response
 
 
-class DeleteRequest(DeferredRequest):
-    tenantId: str = Field(pattern=rf"^{GUID_PATTERN}$")
-    scope: Literal["document", "record", "contact", "tenant"]
-    extensionPoint: str | None = None
-    recordType: str | None = None
-    recordId: str | None = None
-    contactEmail: str | None = None
-    id: str | None = None
-    version: int | None = Field(
-        default=None,
-        ge=1,
-        le=2**63 - 1,
-        strict=True,
-        description="For a document: the version this delete is; an equal or newer stored version makes it stale.",
-    )
-
-    @model_validator(mode="after")
-    def _fields_for_scope(self) -> DeleteRequest:
-        needed = {
-            "document": ["extensionPoint", "id"],
-            "record": ["recordType", "recordId"],
-            "contact": ["contactEmail"],
-            "tenant": [],
-        }[self.scope]
-        for name in needed:
-            if not getattr(self, name):
-                raise ValueError(f"{name}: is required to delete a {self.scope}")
-        if self.scope == "document" and not (self.contactEmail or (self.recordType and self.recordId)):
-            raise ValueError("recordId: a document is named by recordType and recordId, or contactEmail")
-        if self.version is not None and self.scope != "document":
-            raise ValueError("version: only a document's delete carries a version")
-        if self.extensionPoint and get_point(self.extensionPoint) is None:
-            raise ValueError(f"extensionPoint: must be one of {', '.join(sorted(all_points()))}")
-        return self
-
-
-class DeleteResponse(Deferred):
-    deleted: int = Field(description="How many documents were deleted.")
-    stale: int = Field(default=0, description="Documents not deleted: an equal or newer version is stored.")
-    failed: int = Field(default=0, description="Documents storage did not delete (a 503 carries this report).")
-
-
 @bp.function_name("ingest_delete")
 @bp.route(route="ingest/delete", methods=["POST"])
 @operation(
     operation_id="DeleteDocuments",
     summary="Delete insight documents",
     description="Deletes a document, a record's or a contact's documents, or a whole tenant's.",
-    body=DeleteRequest,
-    response=DeleteResponse,
+    body="ingestion.models:DeleteRequest",
+    response="ingestion.models:DeleteResponse",
     role="writer",
     in_connector=False,
     budget_seconds=WRITE_BUDGET_SECONDS,
@@ -217,6 +131,7 @@ async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteRe
     _check_grants(ctx, {tenant})
     from azure.core.exceptions import AzureError
 
+    from ingestion.models import DeleteResponse
     from shared.ingest import delete_documents
 
     try:

@@ -12,12 +12,14 @@ the connector generator. The whole handler runs under the request budget (`async
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
@@ -75,6 +77,21 @@ class RequestContext:
             self.content_languages.append(language)
 
 
+type ModelRef = type[BaseModel] | str
+"""A model, or where it is (`"package.module:Name"`): imported on the operation's first use, so
+models of rarely called operations cost an instance's start-up nothing."""
+
+
+def _resolve(ref: ModelRef | None) -> type[BaseModel] | None:
+    if ref is None or isinstance(ref, type):
+        return ref
+    module, _, name = ref.partition(":")
+    model = getattr(importlib.import_module(module), name)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"{ref} is not a pydantic model")
+    return model
+
+
 @dataclass(frozen=True)
 class Operation[InputT: BaseModel]:
     """What the connector generator needs to know about one operation, beyond its trigger."""
@@ -82,11 +99,11 @@ class Operation[InputT: BaseModel]:
     operation_id: str
     summary: str
     description: str
-    item_model: type[BaseModel] | None
-    query_model: type[BaseModel] | None = None
-    body_model: type[BaseModel] | None = None
+    item: ModelRef | None
+    query: ModelRef | None = None
+    body: ModelRef | None = None
     visibility: str = "important"
-    response_model: type[BaseModel] | None = None
+    response: ModelRef | None = None
     """For operations that answer something other than the `{value, hasMoreResults}` envelope."""
     role: str = "reader"
     """`reader`: Copilot for Sales for a seller; `writer`: a partner backend (ingestion)."""
@@ -94,6 +111,23 @@ class Operation[InputT: BaseModel]:
     """Whether the operation belongs to the connector definition Copilot for Sales sees."""
     budget_seconds: float | None = None
     """The answer budget; None is REQUEST_BUDGET_SECONDS (Copilot's 5-second rule)."""
+
+    @cached_property
+    def item_model(self) -> type[BaseModel] | None:
+        return _resolve(self.item)
+
+    @cached_property
+    def query_model(self) -> type[BaseModel] | None:
+        return _resolve(self.query)
+
+    @cached_property
+    def body_model(self) -> type[BaseModel] | None:
+        return _resolve(self.body)
+
+    @cached_property
+    def response_model(self) -> type[BaseModel] | None:
+        """For operations that answer something other than the `{value, hasMoreResults}` envelope."""
+        return _resolve(self.response)
 
 
 Handler = Callable[[RequestContext, Any], Awaitable[BaseModel]]
@@ -127,11 +161,11 @@ def operation(
     operation_id: str,
     summary: str,
     description: str,
-    item: type[BaseModel] | None = None,
-    query: type[BaseModel] | None = None,
-    body: type[BaseModel] | None = None,
+    item: ModelRef | None = None,
+    query: ModelRef | None = None,
+    body: ModelRef | None = None,
     visibility: str = "important",
-    response: type[BaseModel] | None = None,
+    response: ModelRef | None = None,
     role: str = "reader",
     in_connector: bool = True,
     budget_seconds: float | None = None,
@@ -140,11 +174,11 @@ def operation(
         operation_id=operation_id,
         summary=summary,
         description=description,
-        item_model=item,
-        query_model=query,
-        body_model=body,
+        item=item,
+        query=query,
+        body=body,
         visibility=visibility,
-        response_model=response,
+        response=response,
         role=role,
         in_connector=in_connector,
         budget_seconds=budget_seconds,

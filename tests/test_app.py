@@ -24,8 +24,12 @@ import function_app
 fs = function_app.app.get_functions()
 print(len(fs))
 # what the first request needs, not the import: settings model, token and HTTP libraries; and
-# what no reader's request needs at all: the document model of the write path
-lazy = ("pydantic_settings", "jwt", "httpx", "aiohttp", "azure.data.tables", "shared.auth", "shared.documents")
+# what no reader's request needs at all: the document model of the write path, the models of the
+# ingestion API and of the chat tools (imported on their first call)
+lazy = (
+    "pydantic_settings", "jwt", "httpx", "aiohttp", "azure.data.tables", "shared.auth", "shared.documents",
+    "ingestion.models", "chat.models",
+)
 print(sorted(m for m in lazy if m in sys.modules))
 """
 
