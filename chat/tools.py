@@ -6,9 +6,10 @@ renewal?", the orchestrator finds the record by name, then asks for its insights
 Both go through the same pipeline as the extension points (Entra token with the same scopes,
 request id, deadline, `ApiError`s); the caller's tenant is the token's.
 
-The models (`chat/models.py`) are imported on the first call. A digest stays small enough for a chat answer: at most `DIGEST_ITEMS` items of each kind (key
+A digest stays small enough for a chat answer: at most `DIGEST_ITEMS` items of each kind (key
 sales info, related records, activities), texts cut at `TEXT_CHARS`, a related record's first two
-properties only; `more` says how many of each kind were left out.
+properties only; `more` says how many of each kind were left out. The models are in
+`chat/models.py`, imported on the first call.
 """
 
 from __future__ import annotations

@@ -104,7 +104,6 @@ class Operation[InputT: BaseModel]:
     body: ModelRef | None = None
     visibility: str = "important"
     response: ModelRef | None = None
-    """For operations that answer something other than the `{value, hasMoreResults}` envelope."""
     role: str = "reader"
     """`reader`: Copilot for Sales for a seller; `writer`: a partner backend (ingestion)."""
     in_connector: bool = True
