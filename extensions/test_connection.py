@@ -7,6 +7,7 @@ import time
 import azure.functions as func
 from pydantic import BaseModel, Field
 
+from shared.models import BUILT_ON_FIRST_USE
 from shared.pipeline import RequestContext, operation
 
 bp = func.Blueprint()
@@ -14,6 +15,8 @@ STORE_TIMEOUT_SECONDS = 1.0
 
 
 class ConnectionStatus(BaseModel):
+    model_config = BUILT_ON_FIRST_USE
+
     status: str = Field(description="ok when the token was accepted and the insights store answered.")
     tenantId: str = Field(description="The tenant the token was issued for.")
     storeLatencyMs: float = Field(description="How long the insights store took to answer, in milliseconds.")

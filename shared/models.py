@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 __all__ = [
+    "BUILT_ON_FIRST_USE",
     "ApiError",
     "ContractModel",
     "NonEmptyStr",
@@ -48,13 +49,21 @@ def wire(description: str, summary: str, **kwargs: Any) -> Any:
     return Field(description=description, json_schema_extra={"x-ms-summary": summary, **extra}, **kwargs)
 
 
+BUILT_ON_FIRST_USE = ConfigDict(defer_build=True)
+"""Every model of the request path builds its validator and serializer when first used, not when
+its module is imported: an instance that starts for a request pays for that operation's models
+only, and each other operation's first call for its own (a few milliseconds)."""
+
+
 class ContractModel(BaseModel):
     """Base of every item model: unknown fields are refused, so stored data cannot leak extras."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, **BUILT_ON_FIRST_USE)
 
 
 class ApiError(BaseModel):
+    model_config = BUILT_ON_FIRST_USE
+
     errorCode: str = Field(min_length=1, description="The error code.")
     errorMessage: str = Field(default="", description="A message that describes the error.")
     activityId: str = Field(default="", description="The request id, for support.")
@@ -67,6 +76,8 @@ class ApiError(BaseModel):
 
 
 class Page[ItemT: BaseModel](BaseModel):
+    model_config = BUILT_ON_FIRST_USE
+
     value: list[ItemT]
     hasMoreResults: bool
 

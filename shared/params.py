@@ -14,6 +14,7 @@ import annotated_types
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from shared import normalize
+from shared.models import BUILT_ON_FIRST_USE
 
 __all__ = [
     "DEFAULT_TOP",
@@ -35,7 +36,7 @@ _INTEGER = re.compile(r"^[+-]?\d{1,12}$")
 
 
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, **BUILT_ON_FIRST_USE)
 
 
 def _integer(value: Any) -> int:
