@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
-from shared.params import CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel
+from shared.language import is_language_tag
+from shared.params import CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, _top
 
 __all__ = [
     "DIGEST_ITEMS",
@@ -33,14 +34,10 @@ DEFAULT_RECORDS = 5
 
 
 def _records_top(value: Any) -> int:
-    from shared.params import _top
-
     return min(_top(value), MAX_RECORDS)
 
 
 def _language(value: Any) -> str:
-    from shared.language import is_language_tag
-
     text = str(value).strip()
     if not is_language_tag(text):
         raise ValueError("must be a language tag such as 'en' or 'fr-CA'")
