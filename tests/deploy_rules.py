@@ -58,17 +58,91 @@ AZURE_ONLY = {
 # Only local: a connection string (shared keys are off in Azure), and what Core Tools needs.
 LOCAL_ONLY = {"INSIGHTS_STORAGE_CONNECTION_STRING"}
 SAMPLE_ONLY = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "AzureWebJobsFeatureFlags"}
-# Flex Consumption refuses these app settings (the runtime and package are in functionAppConfig),
-# and a connection string would need the shared keys that are off.
-NOT_ON_FLEX = {
-    "FUNCTIONS_WORKER_RUNTIME",
-    "FUNCTIONS_EXTENSION_VERSION",
-    "WEBSITE_RUN_FROM_PACKAGE",
-    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
-    "WEBSITE_CONTENTSHARE",
-    "AzureWebJobsStorage",
-    "INSIGHTS_STORAGE_CONNECTION_STRING",
+# What Flex Consumption deprecates or refuses, written from Microsoft's "Flex Consumption plan
+# deprecations" (https://learn.microsoft.com/azure/azure-functions/functions-app-settings#flex-consumption-plan-deprecations),
+# with the reason the page gives. A Bicep compiler accepts all of them (the type index allows them);
+# ARM's Flex validation refuses the site properties ("... for Flex Consumption sites is invalid",
+# reported for siteConfig.ftpsState and linuxFxVersion), and the app settings are ignored or
+# overwritten at best.
+FLEX_DEPRECATED_APP_SETTINGS = {
+    "DOCKER_REGISTRY_SERVER_PASSWORD": "not supported",
+    "DOCKER_REGISTRY_SERVER_URL": "not supported",
+    "DOCKER_REGISTRY_SERVER_USERNAME": "not supported",
+    "ENABLE_ORYX_BUILD": "replaced by the remoteBuild parameter of a Flex deployment",
+    "FUNCTIONS_EXTENSION_VERSION": "set by the backend",
+    "FUNCTIONS_MAX_HTTP_CONCURRENCY": "replaced by functionAppConfig.scaleAndConcurrency.triggers",
+    "FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED": "not valid",
+    "FUNCTIONS_WORKER_PROCESS_COUNT": "not valid",
+    "FUNCTIONS_WORKER_RUNTIME": "replaced by functionAppConfig.runtime.name",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION": "replaced by functionAppConfig.runtime.version",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT": "replaced by the remoteBuild parameter of a Flex deployment",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING": "replaced by functionAppConfig.deployment",
+    "WEBSITE_CONTENTOVERVNET": "not used for networking on Flex",
+    "WEBSITE_CONTENTSHARE": "replaced by functionAppConfig.deployment",
+    "WEBSITE_DNS_SERVER": "DNS comes from the integrated virtual network",
+    "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT": "replaced by functionAppConfig.scaleAndConcurrency.maximumInstanceCount",
+    "WEBSITE_NODE_DEFAULT_VERSION": "replaced by functionAppConfig.runtime.version",
+    "WEBSITE_RUN_FROM_PACKAGE": "not used for deployments on Flex",
+    "WEBSITE_SKIP_CONTENTSHARE_VALIDATION": "there is no content share on Flex",
+    "WEBSITE_VNET_ROUTE_ALL": "not used for networking on Flex",
 }
+FLEX_DEPRECATED_SITE_PROPERTIES = {
+    "alwaysOn": "not valid",
+    "containerSize": "renamed functionAppConfig.scaleAndConcurrency.instanceMemoryMB",
+    "ftpsState": "FTPS is not supported",
+    "isReserved": "not valid",
+    "isXenon": "not valid",
+    "javaVersion": "replaced by functionAppConfig.runtime.version",
+    "linuxFxVersion": "replaced by functionAppConfig.runtime",
+    "netFrameworkVersion": "replaced by functionAppConfig.runtime.version",
+    "powerShellVersion": "replaced by functionAppConfig.runtime.version",
+    "functionAppScaleLimit": "renamed functionAppConfig.scaleAndConcurrency.maximumInstanceCount",
+    "preWarmedInstanceCount": "renamed functionAppConfig.scaleAndConcurrency.alwaysReady",
+    "use32BitWorkerProcess": "32-bit is not supported",
+    "vnetBackupRestoreEnabled": "not used for networking on Flex",
+    "vnetContentShareEnabled": "not used for networking on Flex",
+    "vnetImagePullEnabled": "not used for networking on Flex",
+    "windowsFxVersion": "not valid",
+}
+# Regions where Flex Consumption runs Python 3.13, from Microsoft's list
+# (`az functionapp list-flexconsumption-locations --runtime python --runtime-version 3.13`, and the
+# allowed locations of Microsoft's azd Flex sample, Azure-Samples/functions-quickstart-python-http-azd),
+# without the canary region. Microsoft adds regions over time: add them here and in main.bicep.
+FLEX_PYTHON_313_REGIONS = (
+    "australiaeast",
+    "australiasoutheast",
+    "brazilsouth",
+    "canadacentral",
+    "centralindia",
+    "centralus",
+    "eastasia",
+    "eastus",
+    "eastus2",
+    "francecentral",
+    "germanywestcentral",
+    "italynorth",
+    "japaneast",
+    "koreacentral",
+    "northcentralus",
+    "northeurope",
+    "norwayeast",
+    "southafricanorth",
+    "southcentralus",
+    "southeastasia",
+    "southindia",
+    "spaincentral",
+    "swedencentral",
+    "uaenorth",
+    "uksouth",
+    "ukwest",
+    "westcentralus",
+    "westeurope",
+    "westus",
+    "westus2",
+    "westus3",
+)
+# A connection string would need the shared keys that are off.
+NOT_ON_FLEX = {*FLEX_DEPRECATED_APP_SETTINGS, "AzureWebJobsStorage", "INSIGHTS_STORAGE_CONNECTION_STRING"}
 
 
 def typed_settings() -> dict[str, Any]:
@@ -214,8 +288,7 @@ def check_infra(folder: Path = ROOT / "infra", sample: Path = ROOT / "local.sett
         problems.append("Function App: httpsOnly must be true")
     if _path(props, "siteConfig", "minTlsVersion") != "1.2":
         problems.append("Function App: siteConfig.minTlsVersion must be 1.2")
-    if _path(props, "siteConfig", "ftpsState") != "Disabled":
-        problems.append("Function App: siteConfig.ftpsState must be Disabled")
+    problems += _flex_refuses(template)
     if _path(props, "functionAppConfig", "runtime") != {"name": "python", "version": "3.13"}:
         problems.append("Function App: functionAppConfig.runtime must be python 3.13")
     if _path(site, "identity", "type") != "UserAssigned":
@@ -297,6 +370,32 @@ def check_infra(folder: Path = ROOT / "infra", sample: Path = ROOT / "local.sett
     return problems
 
 
+def _flex_refuses(template: Template) -> list[str]:
+    """Site properties (at `properties` or `properties.siteConfig`, any case) and app settings (in
+    `siteConfig.appSettings` or a `config` resource) that Flex Consumption deprecates or refuses."""
+    problems = []
+    properties = {name.lower(): why for name, why in FLEX_DEPRECATED_SITE_PROPERTIES.items()}
+    settings = {name.lower(): why for name, why in FLEX_DEPRECATED_APP_SETTINGS.items()}
+    for symbol, site in template.of_type("Microsoft.Web/sites"):
+        props = site.get("properties") or {}
+        for where, block in (("properties", props), ("properties.siteConfig", props.get("siteConfig") or {})):
+            for key in block if isinstance(block, dict) else ():
+                if key.lower() in properties:
+                    why = properties[key.lower()]
+                    problems.append(f"Function App {symbol}: {where}.{key} is refused on Flex Consumption ({why})")
+        inline = _path(props, "siteConfig", "appSettings") or []
+        for entry in inline if isinstance(inline, list) else ():
+            key = str(entry.get("name", "")) if isinstance(entry, dict) else ""
+            if key.lower() in settings:
+                problems.append(
+                    f"Function App {symbol}: app setting {key} is deprecated on Flex Consumption ({settings[key.lower()]})"
+                )
+    for key in _app_settings(template):
+        if key.lower() in settings:
+            problems.append(f"app setting {key} is deprecated on Flex Consumption ({settings[key.lower()]})")
+    return problems
+
+
 def _app_settings(template: Template) -> dict[str, Any]:
     """The Function App's app settings: the literal object merged with the module parameters
     (main.bicep's `auth` object) that `union` names."""
@@ -365,6 +464,10 @@ def _same(value: Any, default: Any) -> bool:
         return False
 
 
+AZD_FILLED = {"environmentName", "location", "principalId"}
+"""Parameters azd fills itself (from the environment's name, its location, the signed-in principal)."""
+
+
 def _parameters_mapped(folder: Path, template: Template) -> list[str]:
     """main.parameters.json maps every required parameter from the azd environment, and the two
     that have no safe value (tenants, audiences) without a default, so `azd up` asks for them."""
@@ -377,13 +480,38 @@ def _parameters_mapped(folder: Path, template: Template) -> list[str]:
     for name in sorted(set(mapped) - set(declared)):
         problems.append(f"{path.name} maps {name}, which main.bicep does not declare")
     for name, param in declared.items():
-        if param.get("default") is None and name not in mapped:
-            problems.append(f"required parameter {name} is not mapped in {path.name}")
+        default = param.get("default")
+        if name not in mapped:
+            if default is None:
+                problems.append(f"required parameter {name} is not mapped in {path.name}")
+            elif name not in AZD_FILLED:
+                problems.append(f"parameter {name} is not mapped in {path.name}: `azd env set` cannot tune it")
+            continue
+        if default is None:
+            continue
+        # an unset variable must give the template's own default (azd substitutes
+        # `${VAR=default}`, then converts the text to the parameter's type)
+        value = str(mapped[name].get("value", ""))
+        found = re.fullmatch(r"\$\{(\w+)(?:=(.*))?\}", value)
+        if not found:
+            problems.append(f"parameter {name} must be mapped from an azd environment variable, not {value!r}")
+        elif (found.group(2) or "") != _as_setting(default):
+            problems.append(
+                f"parameter {name} is mapped with the default {found.group(2)!r}, the template's is {default!r}"
+            )
     for name, variable in (("authAllowedTenants", "AUTH_ALLOWED_TENANTS"), ("authAudiences", "AUTH_AUDIENCES")):
         if declared.get(name, {}).get("default") is not None:
             problems.append(f"parameter {name} must have no default (no value is safe)")
         if mapped.get(name, {}).get("value") != f"${{{variable}}}":
             problems.append(f"parameter {name} must be mapped from ${{{variable}}} with no default, so azd asks")
+    allowed = next(
+        (d["argument"] for d in declared.get("location", {}).get("decorators", []) if d.get("type") == "allowed"), None
+    )
+    if allowed is None:
+        problems.append("parameter location must list the regions where Flex Consumption runs Python 3.13 (@allowed)")
+    elif set(allowed) - set(FLEX_PYTHON_313_REGIONS):
+        unknown = ", ".join(sorted(set(allowed) - set(FLEX_PYTHON_313_REGIONS)))
+        problems.append(f"parameter location allows {unknown}, where Flex Consumption does not run Python 3.13")
     return problems
 
 

@@ -127,10 +127,52 @@ def _broken_infra(tmp_path: Path, file: str, old: str, new: str) -> list[str]:
         ),
         pytest.param(
             "app.bicep",
-            "ftpsState: 'Disabled'",
-            "ftpsState: 'FtpsOnly'",
-            "Function App: siteConfig.ftpsState must be Disabled",
-            id="ftps",
+            "      http20Enabled: true\n",
+            "      http20Enabled: true\n      ftpsState: 'Disabled'\n",
+            "Function App functionApp: properties.siteConfig.ftpsState is refused on Flex Consumption (FTPS is not supported)",
+            id="flex-refuses-ftps",
+        ),
+        pytest.param(
+            "app.bicep",
+            "      http20Enabled: true\n",
+            "      http20Enabled: true\n      linuxFxVersion: 'Python|3.13'\n",
+            "Function App functionApp: properties.siteConfig.linuxFxVersion is refused on Flex Consumption (replaced by functionAppConfig.runtime)",
+            id="flex-refuses-linuxfxversion",
+        ),
+        pytest.param(
+            "app.bicep",
+            "    httpsOnly: true\n",
+            "    httpsOnly: true\n    containerSize: 1536\n",
+            "Function App functionApp: properties.containerSize is refused on Flex Consumption (renamed functionAppConfig.scaleAndConcurrency.instanceMemoryMB)",
+            id="flex-refuses-containersize",
+        ),
+        pytest.param(
+            "app.bicep",
+            "      PYDANTIC_DISABLE_PLUGINS: '__all__'\n",
+            "      PYDANTIC_DISABLE_PLUGINS: '__all__'\n      WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT: '5'\n",
+            "app setting WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT is deprecated on Flex Consumption (replaced by functionAppConfig.scaleAndConcurrency.maximumInstanceCount)",
+            id="flex-deprecated-setting",
+        ),
+        pytest.param(
+            "main.parameters.json",
+            '    "instanceMemoryMB": { "value": "${INSTANCE_MEMORY_MB=2048}" },\n',
+            "",
+            "parameter instanceMemoryMB is not mapped in main.parameters.json: `azd env set` cannot tune it",
+            id="memory-not-mapped",
+        ),
+        pytest.param(
+            "main.parameters.json",
+            "${MAXIMUM_INSTANCE_COUNT=100}",
+            "${MAXIMUM_INSTANCE_COUNT=40}",
+            "parameter maximumInstanceCount is mapped with the default '40', the template's is 100",
+            id="mapped-default-disagrees",
+        ),
+        pytest.param(
+            "main.bicep",
+            "  'westus3'\n",
+            "  'westus3'\n  'chinanorth3'\n",
+            "parameter location allows chinanorth3, where Flex Consumption does not run Python 3.13",
+            id="location-outside-flex",
         ),
         pytest.param(
             "app.bicep",
@@ -150,6 +192,14 @@ def _broken_infra(tmp_path: Path, file: str, old: str, new: str) -> list[str]:
 )
 def test_a_broken_template_is_caught(tmp_path: Path, file: str, old: str, new: str, expected: str) -> None:
     assert expected in _broken_infra(tmp_path, file, old, new)
+
+
+def test_a_location_open_to_every_region_is_caught(tmp_path: Path) -> None:
+    text = (ROOT / "infra" / "main.bicep").read_text()
+    block = re.search(r"@allowed\(\[\n  'australiaeast'.*?\]\)\n", text, re.S)
+    assert block
+    problems = _broken_infra(tmp_path, "main.bicep", block.group(0), "")
+    assert "parameter location must list the regions where Flex Consumption runs Python 3.13 (@allowed)" in problems
 
 
 def test_a_missing_role_assignment_is_caught(tmp_path: Path) -> None:
