@@ -554,7 +554,16 @@ def check_generated(files: dict[str, bytes], out: Path, command: str) -> int:
 
 
 def cmd_agent_package(args: argparse.Namespace) -> int:
-    from tools.agent import TOOLS_LIMIT_BYTES, AgentOptions, render_package, tools_size, write_package, zip_package
+    from tools.agent import (
+        TOOLS_LIMIT_BYTES,
+        AgentOptions,
+        openapi_problems,
+        placeholders_in,
+        render_package,
+        tools_size,
+        write_package,
+        zip_package,
+    )
 
     options = AgentOptions(
         host=args.host,
@@ -564,6 +573,10 @@ def cmd_agent_package(args: argparse.Namespace) -> int:
         version=args.version,
     )
     files = render_package(options)
+    problems = openapi_problems(json.loads(files["openapi.json"]))
+    if problems:
+        print(f"the generated openapi.json misdescribes the tools: {'; '.join(problems)}", file=sys.stderr)
+        return 1
     size = tools_size(files)
     print(f"tools (what Sales copies): {size:,} bytes uncompressed, limit {TOOLS_LIMIT_BYTES:,}")
     if size >= TOOLS_LIMIT_BYTES:
@@ -573,10 +586,21 @@ def cmd_agent_package(args: argparse.Namespace) -> int:
     if args.check:
         return check_generated(files, out, "agent-package")
     write_package(files, out)
+    print(f"wrote {', '.join(files)} to {out}")
+    if args.no_zip:
+        return 0
     archive = Path(args.zip)
+    left = placeholders_in(files)
+    if left:
+        print(
+            f"{archive} not written: the package still holds the sample's values, which Teams refuses:", file=sys.stderr
+        )
+        for value, option, what in left:
+            print(f"  {value}: pass {option} with {what}", file=sys.stderr)
+        return 2
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.write_bytes(zip_package(files))
-    print(f"wrote {', '.join(files)} to {out}, and the app package {archive}")
+    print(f"wrote the app package {archive}")
     return 0
 
 
@@ -716,6 +740,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=str(ROOT / "agent"))
     s.add_argument("--zip", default=str(ROOT / "dist" / "sales-insights-agent.zip"))
     s.add_argument("--check", action="store_true", help="exit 1 when the folder differs from a fresh generation")
+    s.add_argument("--no-zip", action="store_true", help="write the folder only (the zip needs your own values)")
     s.add_argument("--host", default="your-function-app.azurewebsites.net")
     s.add_argument("--app-id", default="5e0c8a3d-2f41-4b7a-9c6e-1d8f3a5b7c90", help="the Teams app id (a GUID)")
     s.add_argument("--app-id-uri", default="api://00000000-0000-0000-0000-000000000000")

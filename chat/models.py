@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+from annotated_types import Ge, Le
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
 from shared.language import is_language_tag
-from shared.params import CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, _top
+from shared.params import CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, top_capped_at
 
 __all__ = [
     "DIGEST_ITEMS",
@@ -33,10 +34,6 @@ MAX_RECORDS = 25
 DEFAULT_RECORDS = 5
 
 
-def _records_top(value: Any) -> int:
-    return min(_top(value), MAX_RECORDS)
-
-
 def _language(value: Any) -> str:
     text = str(value).strip()
     if not is_language_tag(text):
@@ -52,7 +49,7 @@ class FindRecordsQuery(RequestModel):
     recordType: RecordTypeIn | None = Field(
         default=None, description="Only records of this CRM type, e.g. 'opportunity' or 'account'."
     )
-    top: Annotated[int, BeforeValidator(_records_top)] = Field(
+    top: Annotated[int, Ge(1), Le(MAX_RECORDS), BeforeValidator(top_capped_at(MAX_RECORDS))] = Field(
         default=DEFAULT_RECORDS, description=f"How many records to return at most (1 to {MAX_RECORDS})."
     )
 

@@ -7,6 +7,7 @@ parsing rules for a parameter live here once. Unknown parameters are ignored.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "RequestModel",
     "Skip",
     "Top",
+    "top_capped_at",
 ]
 
 MAX_TOP = 100
@@ -58,6 +60,16 @@ def _top(value: Any) -> int:
     if number < 1:
         raise ValueError("must be 1 or more")
     return min(number, MAX_TOP)
+
+
+def top_capped_at(limit: int) -> Callable[[Any], int]:
+    """The `top` rule (a 32-bit integer, 1 or more) with larger values taken as `limit`: for a
+    model whose answers are shorter than MAX_TOP."""
+
+    def capped(value: Any) -> int:
+        return min(_top(value), limit)
+
+    return capped
 
 
 def _skip(value: Any) -> int:

@@ -174,3 +174,104 @@ def test_every_card_resolves_against_real_answers(service: Service) -> None:
             ]
             assert len(facts) == sum(len(results[0][k]) for k in ("keySalesInfo", "relatedRecords", "activities"))
             assert any(re.fullmatch(r"\d{4}-\d{2}-\d{2}", f["title"]) for f in facts)  # activity dates formatted
+
+
+# ---- the description as readers take it ------------------------------------------------------------
+
+
+def test_every_schema_declares_what_it_requires_and_types_every_parameter_and_property() -> None:
+    from tools.agent import openapi_problems
+
+    openapi = committed("openapi.json")
+    assert openapi_problems(openapi) == []
+    names = openapi["components"]["schemas"]
+    for model in ("KeySalesInfo", "ActivityDigest", "RelatedRecordDigest"):
+        assert names[model]["properties"]["title"] == {"type": "string"}
+        assert "title" in names[model]["required"]
+    assert names["RecordMatch"]["properties"]["url"]["type"] == "string"
+    assert names["RecordMatch"]["properties"]["url"]["nullable"] is True
+    # each rule can fail
+    broken = json.loads(json.dumps(openapi))
+    del broken["components"]["schemas"]["KeySalesInfo"]["properties"]["title"]
+    broken["components"]["schemas"]["RecordMatch"]["properties"]["url"] = {
+        "anyOf": [{"type": "string"}, {"nullable": True}]
+    }
+    broken["paths"]["/chat/records"]["get"]["parameters"][0]["schema"]["ge"] = 1
+    assert openapi_problems(broken) == [
+        "components.schemas.KeySalesInfo: requires 'title', which it does not declare",
+        "components.schemas.RecordMatch.url: has no type",
+        "components.schemas.RecordMatch.url.anyOf[1]: has no type",
+        "GET /chat/records parameter name: 'ge' is not an OpenAPI 3.0 schema keyword",
+    ]
+
+
+def test_the_find_tool_states_its_range_of_records() -> None:
+    (top,) = [p for p in committed("openapi.json")["paths"]["/chat/records"]["get"]["parameters"] if p["name"] == "top"]
+    assert top["schema"] == {"default": 5, "minimum": 1, "maximum": 25, "type": "integer"}
+
+
+def _spec_parser(path: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        ["node", str(ROOT / "tests" / "spec_parser.cjs"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_the_agents_toolkit_parser_accepts_the_description(tmp_path: Path) -> None:
+    """The Agents Toolkit's own reader (npm @microsoft/m365-spec-parser), offline, in Copilot mode
+    with OAuth allowed: no error, no warning, both operations supported."""
+    report = _spec_parser(AGENT / "openapi.json")
+    assert report["validation"]["errors"] == [] and report["validation"]["warnings"] == []
+    assert report["validation"]["status"] == 0
+    listed = {api["operationId"]: api for api in report["listed"]["APIs"]}
+    assert set(listed) == {"findRecords", "getRecordInsights"}
+    assert all(api["isValid"] for api in listed.values()), listed
+    assert {api["auth"]["authScheme"]["type"] for api in listed.values()} == {"oauth2"}
+    # and it refuses a description it could not use
+    broken = committed("openapi.json")
+    broken.pop("servers")
+    (tmp_path / "openapi.json").write_text(json.dumps(broken))
+    errors = _spec_parser(tmp_path / "openapi.json")["validation"]["errors"]
+    assert "no-server-information" in [e["type"] for e in errors]
+
+
+# ---- the zip a Teams admin uploads ----------------------------------------------------------------------
+
+
+def test_no_zip_is_written_while_a_placeholder_remains(tmp_path: Path) -> None:
+    archive = tmp_path / "dist" / "agent.zip"
+    result = agent_package("--out", str(tmp_path / "agent"), "--zip", str(archive), "--oauth-reference-id", "OAuth-1")
+    assert result.returncode == 2
+    assert not archive.exists()
+    assert (tmp_path / "agent" / "openapi.json").exists()  # the folder is still generated
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"{archive} not written: the package still holds the sample's values, which Teams refuses:"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "your-function-app.azurewebsites.net",
+        "api",  # api://00000000-...
+        "5e0c8a3d-2f41-4b7a-9c6e-1d8f3a5b7c90",
+    ]
+    assert ["--host", "--app-id-uri", "--app-id"] == [
+        re.search(r"pass (--[\w-]+)", line).group(1) for line in lines[1:]
+    ]
+    assert "[[OAUTH_REFERENCE_ID]]" not in result.stderr
+
+
+def test_the_zip_is_written_with_the_partners_values(tmp_path: Path) -> None:
+    archive = tmp_path / "dist" / "agent.zip"
+    result = agent_package(
+        *("--out", str(tmp_path / "agent"), "--zip", str(archive)),
+        *("--host", "func-contoso.azurewebsites.net", "--app-id-uri", "api://3b6f1d2e-8a4c-4e0b-9f7d-2c5a1e8b4d60"),
+        *("--oauth-reference-id", "T0F1dGhSZWdpc3RyYXRpb24", "--app-id", "7d1e4b2a-9c3f-4a6e-8b5d-0f2c7e9a1b34"),
+    )
+    assert result.returncode == 0, result.stderr
+    files = {name: zipfile.ZipFile(archive).read(name) for name in zipfile.ZipFile(archive).namelist()}
+    text = b"".join(content for name, content in files.items() if name.endswith(".json")).decode()
+    for sample in ("your-function-app", "00000000-0000", "[[OAUTH_REFERENCE_ID]]", "5e0c8a3d-2f41"):
+        assert sample not in text
+    assert json.loads(files["ai-plugin.json"])["runtimes"][0]["auth"]["reference_id"] == "T0F1dGhSZWdpc3RyYXRpb24"

@@ -34,6 +34,8 @@ __all__ = [
     "TOOL_FILES",
     "AgentOptions",
     "chat_operations",
+    "openapi_problems",
+    "placeholders_in",
     "render_package",
     "tools_size",
     "write_package",
@@ -95,15 +97,24 @@ def chat_operations() -> list[tuple[str, str, Operation[Any]]]:
 
 def _openapi30(schema: Any) -> Any:
     """JSON Schema as pydantic writes it (2020-12) to OpenAPI 3.0's dialect: `anyOf [X, null]`
-    becomes X with `nullable`, `$defs` references point at components."""
+    becomes X with `nullable` (3.0 has no null type, and `nullable` without a type constrains
+    nothing), `$defs` references point at components, and pydantic's `title` annotations go
+    (a property *named* title stays)."""
     if isinstance(schema, list):
         return [_openapi30(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _openapi30(v) for k, v in schema.items() if k not in ("$defs", "title")}
-    any_of = out.get("anyOf")
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("$defs", "title"):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: _openapi30(prop) for name, prop in value.items()}
+        else:
+            out[key] = _openapi30(value)
+    any_of = schema.get("anyOf")
     if isinstance(any_of, list) and {"type": "null"} in any_of:
-        rest = [s for s in any_of if s != {"type": "null"}]
+        rest = [_openapi30(s) for s in any_of if s != {"type": "null"}]
         del out["anyOf"]
         if len(rest) == 1 and "$ref" not in rest[0]:
             out.update(rest[0])
@@ -112,10 +123,71 @@ def _openapi30(schema: Any) -> Any:
         out["nullable"] = True
     if "$ref" in out:
         out["$ref"] = out["$ref"].replace("#/$defs/", "#/components/schemas/")
-    if out.get("type") == "null":
-        out.pop("type")
-        out["nullable"] = True
     return out
+
+
+SCHEMA_KEYWORDS = frozenset(
+    (
+        *("title", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength"),
+        *("minLength", "pattern", "maxItems", "minItems", "uniqueItems", "maxProperties", "minProperties"),
+        *("required", "enum", "type", "allOf", "oneOf", "anyOf", "not", "items", "properties"),
+        *("additionalProperties", "description", "format", "default", "nullable", "discriminator"),
+        *("readOnly", "writeOnly", "xml", "externalDocs", "example", "deprecated", "$ref"),
+    )
+)
+"""The keywords of OpenAPI 3.0's Schema Object (and `x-` extensions): anything else is ignored by
+a reader, so a constraint spelled another way (pydantic's `ge` after a validator) is lost."""
+
+
+def openapi_problems(openapi: dict[str, Any]) -> list[str]:
+    """What a reader of the description would get wrong, as sentences (empty: none): a schema that
+    requires a property it does not declare, a parameter or property whose schema has no type,
+    a keyword outside OpenAPI 3.0's Schema Object."""
+    problems: list[str] = []
+
+    def typed(schema: Any) -> bool:
+        if not isinstance(schema, dict):
+            return False
+        if "type" in schema or "$ref" in schema:
+            return True
+        members = [m for key in ("allOf", "anyOf", "oneOf") for m in schema.get(key, [])]
+        return bool(members) and all(typed(m) for m in members)
+
+    def walk(schema: Any, where: str) -> None:
+        if not isinstance(schema, dict):
+            return
+        for key in schema:
+            if key not in SCHEMA_KEYWORDS and not key.startswith("x-"):
+                problems.append(f"{where}: {key!r} is not an OpenAPI 3.0 schema keyword")
+        properties = schema.get("properties") or {}
+        for name in schema.get("required", []):
+            if name not in properties:
+                problems.append(f"{where}: requires {name!r}, which it does not declare")
+        for name, prop in properties.items():
+            if not typed(prop):
+                problems.append(f"{where}.{name}: has no type")
+            walk(prop, f"{where}.{name}")
+        for key in ("items", "additionalProperties", "not"):
+            walk(schema.get(key), f"{where}.{key}")
+        for key in ("allOf", "anyOf", "oneOf"):
+            for i, member in enumerate(schema.get(key, [])):
+                if not typed(member):
+                    problems.append(f"{where}.{key}[{i}]: has no type")
+                walk(member, f"{where}.{key}[{i}]")
+
+    for name, schema in (openapi.get("components", {}).get("schemas") or {}).items():
+        walk(schema, f"components.schemas.{name}")
+    for path, methods in (openapi.get("paths") or {}).items():
+        for method, op in methods.items():
+            for param in op.get("parameters", []):
+                where = f"{method.upper()} {path} parameter {param.get('name')}"
+                if not typed(param.get("schema")):
+                    problems.append(f"{where}: has no type")
+                walk(param.get("schema"), where)
+            for status, response in (op.get("responses") or {}).items():
+                for media, content in (response.get("content") or {}).items():
+                    walk(content.get("schema"), f"{method.upper()} {path} {status} {media}")
+    return problems
 
 
 def _schemas(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
@@ -421,6 +493,27 @@ def render_package(options: AgentOptions) -> dict[str, bytes]:
         "color.png": render_icon(options.brand_color, size=192, logo=128),
         "outline.png": render_outline(),
     }
+
+
+SAMPLE = AgentOptions()
+PLACEHOLDERS: tuple[tuple[str, str, str], ...] = (
+    (SAMPLE.host, "--host", "the Function App's host name (`azd env get-value SERVICE_API_URI`, without https://)"),
+    (SAMPLE.app_id_uri, "--app-id-uri", "the API's App ID URI (the api://... value in AUTH_AUDIENCES)"),
+    (
+        SAMPLE.oauth_reference_id,
+        "--oauth-reference-id",
+        'the OAuth client registration id from the Teams developer portal (README "Sales chat")',
+    ),
+    (SAMPLE.app_id, "--app-id", "a Teams app id of your own (a new GUID, kept across versions)"),
+)
+"""The sample's values that `agent/` is generated with (what `--check` compares), each with the
+option that replaces it: a package that still holds one fails when uploaded to Teams."""
+
+
+def placeholders_in(files: dict[str, bytes]) -> list[tuple[str, str, str]]:
+    """(sample value, option, what it is) of every placeholder still in the package's files."""
+    texts = [content.decode("utf-8") for name, content in files.items() if name.endswith(".json")]
+    return [entry for entry in PLACEHOLDERS if any(entry[0] in text for text in texts)]
 
 
 def tools_size(files: dict[str, bytes]) -> int:
