@@ -376,13 +376,13 @@ class TokenValidator:
 
 def _bearer(authorization: str | None) -> str:
     if not authorization:
-        raise InvalidToken(log_detail="no Authorization header")
+        raise InvalidToken(log_detail="no Authorization header", token_given=False)
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer":
-        raise InvalidToken(log_detail="Authorization scheme is not Bearer")
+        raise InvalidToken(log_detail="Authorization scheme is not Bearer", token_given=False)
     token = token.strip()
     if not token:
-        raise InvalidToken(log_detail="empty bearer token")
+        raise InvalidToken(log_detail="empty bearer token", token_given=False)
     if token.count(".") != 2 or len(token) > 16_384:
         raise InvalidToken(log_detail="token is not a compact JWS")
     return token

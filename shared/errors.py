@@ -3,7 +3,7 @@
     ApiException                      status  errorCode
     ├── InvalidRequest                400     INVALID_REQUEST          (names the parameter)
     ├── InvalidCrmConnection          400     INVALID_CRM_CONNECTION
-    ├── InvalidToken                  401     INVALID_TOKEN_SPECIFIED  (+ WWW-Authenticate)
+    ├── InvalidToken                  401     INVALID_TOKEN_SPECIFIED  (+ WWW-Authenticate: Bearer)
     ├── InsufficientPermissions       403     INSUFFICIENT_PERMISSIONS
     ├── RecordNotFound                404     RECORD_NOT_FOUND
     ├── RequestTooLarge               413     REQUEST_TOO_LARGE
@@ -73,12 +73,19 @@ class InvalidCrmConnection(ApiException):
 
 
 class InvalidToken(ApiException):
+    """RFC 6750 §3.1: a request that carried no bearer token (no Authorization header, another
+    scheme, an empty token) gets the bare challenge; one whose token failed gets `invalid_token`."""
+
     status = 401
     error_code = "INVALID_TOKEN_SPECIFIED"
     default_message = "The access token is missing, invalid or expired."
 
+    def __init__(self, *, log_detail: str | None = None, token_given: bool = True) -> None:
+        super().__init__(log_detail=log_detail)
+        self.token_given = token_given
+
     def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"' if self.token_given else "Bearer"}
 
 
 class InsufficientPermissions(ApiException):
