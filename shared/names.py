@@ -58,6 +58,7 @@ __all__ = [
     "names_partition",
     "record_entry",
     "records_of",
+    "refold",
     "refresh",
     "refresh_many",
     "words_of",
@@ -94,10 +95,23 @@ def _digest(record_type: str, record_id: str) -> str:
     return hashlib.sha256(f"{record_type}\n{record_id}".encode()).hexdigest()[:20]
 
 
+_BASE_LETTERS = str.maketrans({"ı": "i", "ł": "l", "ø": "o", "đ": "d", "ð": "d", "ħ": "h", "ŧ": "t", "ŀ": "l"})
+_BASE_LETTERS.update(str.maketrans({"æ": "ae", "œ": "oe", "þ": "th"}))
+"""Letters that are a base letter with a mark but have no Unicode decomposition, as a seller who
+cannot type them writes them: Turkish dotless ı (so `ı`, `i`, `I` and `İ` all match), Polish ł,
+Danish ø, and the ligatures."""
+FOLD_VERSION = 2
+"""The folding rules' version, stored with each name entry: entries folded by older rules are
+re-folded by `manage.py migrate` (word rows are keys, so a query finds only what its own folding
+wrote)."""
+
+
 def fold(text: str) -> str:
-    """Case- and accent-insensitive form: `Société Générale` and `societe generale` fold alike."""
+    """Case- and accent-insensitive form: `Société Générale` and `societe generale` fold alike, and
+    `Işık`, `IŞIK`, `ışık` and `isik` too."""
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return bare.casefold().translate(_BASE_LETTERS)
 
 
 def words_of(text: str, limit: int = MAX_WORDS) -> list[str]:
@@ -207,6 +221,7 @@ def _entry(pk: str, record_type: str, record_id: str, want: Desired) -> dict[str
         "Crm": want.crm,
         "Org": want.org,
         "Words": json.dumps(want.words, ensure_ascii=False),
+        "Fold": FOLD_VERSION,
     }
 
 
@@ -218,7 +233,8 @@ def _word_rows(pk: str, record_type: str, record_id: str, want: Desired) -> list
 
 def _same(entry: dict[str, Any], want: Desired) -> bool:
     return (
-        entry.get("Name") == want.name
+        as_int(entry.get("Fold")) == FOLD_VERSION
+        and entry.get("Name") == want.name
         and as_int(entry.get("Ver")) == want.version
         and (entry.get("Url") or "") == want.url
         and (entry.get("Crm") or "") == want.crm
@@ -477,6 +493,25 @@ async def find_records(
         )
     ranked = sorted(found.values(), key=lambda f: (-f.exact, len(f.name), fold(f.name), f.record_type, f.record_id))
     return ranked[:top]
+
+
+async def refold(store: InsightsStore) -> tuple[int, int]:
+    """Re-fold the entries written by older folding rules (FOLD_VERSION), every tenant's: one
+    read of the table's entry rows (`manage.py migrate`), then a refresh of each such record.
+    Returns (entries re-folded, refreshes that failed: run it again)."""
+    stale: set[tuple[str, str, str]] = set()
+    async for row in store.table.query_entities(
+        "RowKey ge @lo and RowKey lt @hi",
+        parameters={"lo": ENTRY, "hi": ENTRY[:-1] + "}"},
+        select=["PartitionKey", "Type", "RecordId", "Fold"],
+    ):
+        if row["PartitionKey"].endswith(f"|{NAMES}") and as_int(row.get("Fold")) < FOLD_VERSION:
+            from urllib.parse import unquote
+
+            stale.add((unquote(row["PartitionKey"].rsplit("|", 1)[0]), row["Type"], row["RecordId"]))
+    results = await refresh_many(store, {record: RecordWork(named=True) for record in stale})
+    failed = sum(isinstance(result, Exception) for result in results.values())
+    return len(stale) - failed, failed
 
 
 def records_of(keys: Iterable[str]) -> set[tuple[str, str, str]]:

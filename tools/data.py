@@ -157,6 +157,7 @@ def migrate(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from shared.documents import DocumentError, validate_document
     from shared.entities import legacy_key
     from shared.keys import LEGACY
+    from shared.names import refold
     from shared.writes import write
 
     totals: Counter[str] = Counter()
@@ -216,6 +217,8 @@ def migrate(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
         return True
 
     with_store(run)
+    refolded, refold_failed = with_store(refold)
+    totals["failed"] += refold_failed
     if not totals["failed"] and not with_store(finish):
         print("first-form rows remain (the invalid ones above): writers keep looking for them", file=err)
     print(
@@ -224,6 +227,7 @@ def migrate(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
         + (f"; {totals['failed']} failed, run again" if totals["failed"] else ""),
         file=out,
     )
+    print(f"re-folded {refolded} record name(s) for search (names stored by older folding rules)", file=out)
     return 1 if totals["failed"] else 0
 
 
