@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -161,6 +161,65 @@ def _reexec_in_venv(argv: list[str]) -> None:
     os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(ROOT / "manage.py"), *argv])
 
 
+# ---- ordinary mistakes: one line, exit code 2 --------------------------------------------------------
+
+
+class CommandError(Exception):
+    """An ordinary mistake (a taken port, a missing file, a bad value): `main` prints it as one
+    line and exits 2. A traceback is for a real bug, or for `--debug`."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported in one line (and a pointer to --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1 to 65535)")
+    return port
+
+
+def ensure_free(port: int, option: str, host: str = "127.0.0.1") -> None:
+    """Stop before anything starts when a port this command listens on is taken."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise CommandError(
+                f"port {port} on {host} is taken (another `manage.py run`?): stop it, or pass {option} <another port>"
+            ) from None
+
+
+def readable_file(path: Path) -> Path:
+    if not path.exists():
+        raise CommandError(f"{path} does not exist")
+    if path.is_dir():
+        raise CommandError(f"{path} is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise CommandError(f"{path} cannot be read (permissions)")
+    return path
+
+
+def writable_file(path: Path) -> Path:
+    folder = path.parent
+    if not folder.is_dir():
+        raise CommandError(f"the folder {folder} does not exist: create it, or write elsewhere")
+    if path.is_dir():
+        raise CommandError(f"{path} is a folder, not a file")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CommandError(f"{path} cannot be written (permissions)")
+    return path
+
+
 # ---- settings for local runs ----------------------------------------------------------------------
 
 
@@ -212,11 +271,14 @@ def _authority(port: int) -> object:
 
 
 def cmd_authority(args: argparse.Namespace) -> int:
-    authority = _authority(args.port)
-    print(
-        f"local identity serving on {authority.url} (metadata: {authority.url}/common/v2.0/.well-known/openid-configuration)"
-    )  # type: ignore[attr-defined]
-    _wait_forever()
+    ensure_free(args.port, "--port")
+    with Services() as services:
+        authority = _authority(args.port)
+        services.started(authority.stop)  # type: ignore[attr-defined]
+        print(
+            f"local identity serving on {authority.url} (metadata: {authority.url}/common/v2.0/.well-known/openid-configuration)"  # type: ignore[attr-defined]
+        )
+        services.wait()
     return 0
 
 
@@ -225,24 +287,92 @@ def cmd_azurite(args: argparse.Namespace) -> int:
 
     location = None if args.in_memory else LOCAL / "azurite"
     blob_port = None if args.no_blob else args.blob_port
-    azurite = Azurite(port=args.port, location=location, blob_port=blob_port).start()
-    print(f"Azurite Table service on 127.0.0.1:{azurite.port}")
+    ensure_free(args.port, "--port")
     if blob_port is not None:
-        print(f"Azurite Blob service on 127.0.0.1:{blob_port} (AzureWebJobsStorage=UseDevelopmentStorage=true)")
-    try:
-        _wait_forever()
-    finally:
-        azurite.stop()
+        ensure_free(blob_port, "--blob-port (or --no-blob)")
+    with Services() as services:
+        azurite = Azurite(port=args.port, location=location, blob_port=blob_port)
+        services.started(azurite.stop)
+        azurite.start()
+        print(f"Azurite Table service on 127.0.0.1:{azurite.port}")
+        if blob_port is not None:
+            print(f"Azurite Blob service on 127.0.0.1:{blob_port} (AzureWebJobsStorage=UseDevelopmentStorage=true)")
+        services.wait()
     return 0
 
 
 def _wait_forever() -> None:
     import threading
 
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+    threading.Event().wait()
+
+
+class Services:
+    """What a long-running command started, stopped in reverse order on Ctrl+C or SIGTERM (or a
+    failure part-way through starting), with one line to say so: no traceback, no process left.
+
+        with Services("the dev host") as services:
+            azurite = Azurite(...).start(); services.started(azurite.stop)
+            ...
+            services.wait(host.serve_forever)
+    """
+
+    def __init__(self) -> None:
+        self._stops: list[Any] = []
+        self.stopping_since: float | None = None
+
+    def started(self, stop: Any) -> None:
+        self._stops.append(stop)
+
+    def wait(self, block: Any = None) -> None:
+        (block or _wait_forever)()
+
+    def __enter__(self) -> Services:
+        import signal
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
+        # Ctrl+C stops it even when started with SIGINT ignored (a shell's background job)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        import signal
+        import time
+
+        # a second Ctrl+C (or a SIGTERM after it) must not cut the stopping short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        started = time.monotonic()
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                stop()
+            except Exception as error:  # noqa: BLE001 - the rest must still stop
+                print(f"while stopping: {type(error).__name__}: {error}", file=sys.stderr)
+        if kind is None or issubclass(kind, KeyboardInterrupt):
+            print(f"stopped in {time.monotonic() - started:.1f} s", flush=True)
+            return True
+        return False
+
+
+def _close_app_clients() -> None:
+    """Close the app's storage and key clients on the worker's loop (their aiohttp and httpx
+    sessions would otherwise be torn down by the interpreter's exit, with warnings)."""
+    from shared.pipeline import reset_validator
+    from shared.store import reset_store
+
+    reset_store()
+    reset_validator()
+
+
+def _serve(services: Services, host: Any) -> None:
+    services.started(host.worker.stop)
+    services.started(_close_app_clients)
+    services.started(host.stop)
+    services.wait(host.serve_forever)
 
 
 def _configure_logging(level: str) -> None:
@@ -258,21 +388,20 @@ def _configure_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from devhost.server import DevHost, is_loopback_host
+
+    if not is_loopback_host(args.host) and not args.allow_remote:
+        raise CommandError(f"--host {args.host} is beyond this machine: pass --allow-remote to serve there anyway")
+    ensure_free(args.port, "--port", args.host)
     apply_local_settings()
     _configure_logging(args.log_level)
-    from devhost.server import DevHost
-
-    try:
+    with Services() as services:
         host = DevHost(ROOT, host=args.host, port=args.port, allow_remote=args.allow_remote)
-    except ValueError as exc:
-        raise SystemExit(f"{exc}: pass --allow-remote to do it anyway") from None
-    print(f"serving {len(host.routes)} functions on {host.base_url}:")
-    for route in host.routes:
-        print(f"  {'/'.join(sorted(route.methods)):5} {host.base_url}/{route.template}")
-    try:
-        host.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        print(f"serving {len(host.routes)} functions on {host.base_url}:")
+        for route in host.routes:
+            print(f"  {'/'.join(sorted(route.methods)):5} {host.base_url}/{route.template}")
+        print("Stop with Ctrl+C.", flush=True)
+        _serve(services, host)
     return 0
 
 
@@ -283,16 +412,35 @@ def _load_file(path: Path, skip_bad: bool, dry_run: bool) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    path = readable_file(Path(args.file))
     apply_local_settings()
-    return _load_file(Path(args.file), args.skip_bad, args.dry_run)
+    return _load_file(path, args.skip_bad, args.dry_run)
 
 
 def _record(args: argparse.Namespace) -> tuple[str, str] | None:
     from shared import normalize
 
     if bool(args.record_type) != bool(args.record_id):
-        raise SystemExit("--record-type and --record-id go together")
+        raise CommandError("--record-type and --record-id go together")
     return (normalize.record_type(args.record_type), normalize.record_id(args.record_id)) if args.record_type else None
+
+
+def _tenant(value: str) -> str:
+    from shared.normalize import is_guid
+
+    if not is_guid(value):
+        raise CommandError(f"--tenant {value!r} is not a tenant id (a GUID)")
+    return value.lower()
+
+
+def _extension_point(name: str) -> str:
+    import extensions  # noqa: F401 - registers the extension points
+    from shared.points import all_points
+
+    known = sorted(all_points())
+    if name not in known:
+        raise CommandError(f"--extension-point {name!r} is not one of {', '.join(known)}")
+    return name
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -301,10 +449,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     apply_local_settings()
     record = _record(args)
     if record and not args.tenant:
-        raise SystemExit("--record-type/--record-id need --tenant")
+        raise CommandError("--record-type/--record-id need --tenant")
+    if args.tenant:
+        args.tenant = _tenant(args.tenant)
     if args.output == "-":
         return export(sys.stdout, tenant=args.tenant, record=record)
-    with open(args.output, "w", encoding="utf-8") as out:
+    with open(writable_file(Path(args.output)), "w", encoding="utf-8") as out:
         return export(out, tenant=args.tenant, record=record)
 
 
@@ -312,12 +462,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from shared.ingest import delete_documents
     from tools.data import with_store
 
-    apply_local_settings()
     record = _record(args)
+    args.tenant = _tenant(args.tenant)
+    if args.extension_point is not None:
+        _extension_point(args.extension_point)
     if args.id:
         scope = "document"
         if not args.extension_point or not (record or args.contact_email):
-            raise SystemExit("deleting a document needs --extension-point, --id and the record or --contact-email")
+            raise CommandError("deleting a document needs --extension-point, --id and the record or --contact-email")
     elif record:
         scope = "record"
     elif args.contact_email:
@@ -325,7 +477,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
     elif args.all:
         scope = "tenant"
     else:
-        raise SystemExit("say what to delete: --id, --record-type/--record-id, --contact-email, or --all")
+        raise CommandError("say what to delete: --id, --record-type/--record-id, --contact-email, or --all")
+    apply_local_settings()
     what = {
         "document": f"document {args.id}",
         "record": f"every document of record {record}",
@@ -425,19 +578,23 @@ def cmd_mint_token(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import signal
-
     from devhost.azurite import Azurite, connection_string
 
-    # A SIGTERM (from a process manager, or `kill`) stops Azurite too, like Ctrl+C does.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-
+    for port, option in (
+        (args.port, "--port"),
+        (args.azurite_port, "--azurite-port"),
+        (args.authority_port, "--authority-port"),
+    ):
+        ensure_free(port, option)
     os.environ.setdefault("INSIGHTS_STORAGE_CONNECTION_STRING", connection_string(args.azurite_port))
     apply_local_settings()
     _configure_logging(args.log_level)
-    azurite = Azurite(port=args.azurite_port, location=LOCAL / "azurite").start()
-    try:
+    with Services() as services:
+        azurite = Azurite(port=args.azurite_port, location=Path(args.data_dir))
+        services.started(azurite.stop)
+        azurite.start()
         authority = _authority(args.authority_port)
+        services.started(authority.stop)  # type: ignore[attr-defined]
         authority_url = authority.url  # type: ignore[attr-defined]
         if os.environ["AUTH_AUTHORITY"].rstrip("/") != authority_url:
             print(f"note: AUTH_AUTHORITY is {os.environ['AUTH_AUTHORITY']}, the local identity is {authority_url}")
@@ -454,6 +611,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         print(f"\nserving {len(host.routes)} functions on {host.base_url}", end=" ")
         print(f"(Azurite on :{azurite.port}, identity on {authority_url})")
+        print(
+            f"\nSee the cards as a seller would: {host.base_url}/preview (and the Sales chat: {host.base_url}/preview/chat)"
+        )
         print("\nTry it (a token for the sample tenant, valid 8 hours):\n")
         print(f"TOKEN={token}\n")
         for example in curl_examples(host.base_url):
@@ -462,12 +622,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "local.settings.json" if (ROOT / "local.settings.json").exists() else "local.settings.sample.json"
         )
         print(f"More tokens: python3 manage.py mint-token --help. Settings from {settings_file}. Stop with Ctrl+C.")
-        try:
-            host.serve_forever()
-        except KeyboardInterrupt:
-            pass
-    finally:
-        azurite.stop()
+        sys.stdout.flush()
+        _serve(services, host)
     return 0
 
 
@@ -668,17 +824,43 @@ def curl_examples(base_url: str) -> list[str]:
     ]
 
 
+LOCAL_SETTINGS = "the environment, else local.settings.json, else local.settings.sample.json"
+SETTINGS_FROM = {
+    "run": LOCAL_SETTINGS,
+    "test": "none (the tests set their own)",
+    "setup": "none",
+    "serve": LOCAL_SETTINGS,
+    "authority": "none",
+    "azurite": "none",
+    "load": LOCAL_SETTINGS,
+    "check": "its options, C4S_CHECK_TOKEN and C4S_CHECK_CLIENT_SECRET",
+    "agent-package": "its options",
+    "entra-setup": "the azd environment (.azure/<env>/.env), else .entra.env",
+    "connector": "its options",
+    "export": LOCAL_SETTINGS,
+    "delete": LOCAL_SETTINGS,
+    "purge-expired": LOCAL_SETTINGS,
+    "migrate": LOCAL_SETTINGS,
+    "stats": LOCAL_SETTINGS,
+    "bench": "none (it starts Azurite and the dev host with settings of its own)",
+    "mint-token": LOCAL_SETTINGS,
+}
+"""Where each command reads its settings from: shown by its --help and in README's command table."""
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="manage.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = OneLineParser(prog="manage.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show a traceback for any failure, ordinary mistakes included")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("run", help="run the whole service locally with the sample data")
-    s.add_argument("--port", type=int, default=7071, help="dev host port (default 7071)")
-    s.add_argument("--azurite-port", type=int, default=10002)
-    s.add_argument("--authority-port", type=int, default=7072)
-    s.add_argument("--log-level", default="info")
+    s.add_argument("--port", type=port_number, default=7071, help="dev host port (default 7071)")
+    s.add_argument("--azurite-port", type=port_number, default=10002)
+    s.add_argument("--authority-port", type=port_number, default=7072)
+    s.add_argument(
+        "--data-dir", default=str(LOCAL / "azurite"), help="where Azurite keeps the data (default .local/azurite)"
+    )
+    s.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("test", help="lint, type-check and run the tests")
@@ -689,23 +871,22 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("setup", help="create .venv and install Python packages and Azurite")
     s.set_defaults(func=lambda a: 0)
 
-    s = sub.add_parser(
-        "serve",
-        help="serve the FunctionApp's HTTP triggers, no preview (settings from the environment or local.settings.json)",
-    )
+    s = sub.add_parser("serve", help="serve the FunctionApp's HTTP triggers through the runtime library, no preview")
     s.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless --allow-remote)")
     s.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host (with a warning)")
-    s.add_argument("--port", type=int, default=7071)
-    s.add_argument("--log-level", default="info")
+    s.add_argument("--port", type=port_number, default=7071)
+    s.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("authority", help="serve the local identity (OpenID metadata and keys)")
-    s.add_argument("--port", type=int, default=7072)
+    s.add_argument("--port", type=port_number, default=7072)
     s.set_defaults(func=cmd_authority)
 
     s = sub.add_parser("azurite", help="run Azurite's Table and Blob services")
-    s.add_argument("--port", type=int, default=10002)
-    s.add_argument("--blob-port", type=int, default=10000, help="the Blob service (a timer trigger's host storage)")
+    s.add_argument("--port", type=port_number, default=10002)
+    s.add_argument(
+        "--blob-port", type=port_number, default=10000, help="the Blob service (a timer trigger's host storage)"
+    )
     s.add_argument("--no-blob", action="store_true", help="the Table service only")
     s.add_argument("--in-memory", action="store_true")
     s.set_defaults(func=cmd_azurite)
@@ -814,7 +995,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--client-app", help="default: the first of AUTH_ALLOWED_CLIENT_APPS")
     s.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
     s.set_defaults(func=cmd_mint_token)
+    for name, command in sub.choices.items():
+        command.epilog = f"settings: {SETTINGS_FROM[name]}"
     return p
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: list[str]) -> int:
@@ -828,7 +1014,17 @@ def main(argv: list[str]) -> int:
 
         return bench_main(argv[1:])
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        if args.debug:
+            raise
+        print(f"manage.py {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ and on request its Blob service too (what `AzureWebJobsStorage` needs for a time
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +53,7 @@ class Azurite:
         self.location = location
         self.process: subprocess.Popen[bytes] | None = None
         self.blob_process: subprocess.Popen[bytes] | None = None
+        self._closed: dict[int, threading.Event] = {}
 
     @property
     def connection_string(self) -> str:
@@ -77,9 +80,20 @@ class Azurite:
         else:
             self.location.mkdir(parents=True, exist_ok=True)
             args += ["--location", str(self.location)]
-        return subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT
+        args.append("--silent")  # no access log
+        process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT
         )
+        closed = self._closed[process.pid] = threading.Event()
+
+        def watch(out: object = process.stdout) -> None:
+            # Azurite says so once it has saved its data; the Node process may linger long after
+            for line in out:  # type: ignore[attr-defined]
+                if b"successfully closed" in line:
+                    closed.set()
+
+        threading.Thread(target=watch, name=f"azurite-{service}-output", daemon=True).start()
+        return process
 
     def _wait_for(self, process: subprocess.Popen[bytes], port: int, deadline: float, timeout: float) -> None:
         while time.monotonic() < deadline:
@@ -95,20 +109,25 @@ class Azurite:
         raise RuntimeError(f"azurite did not answer on {self.host}:{port} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        """SIGINT first: Azurite flushes its on-disk data on SIGINT, not on SIGTERM."""
+        """SIGINT first: Azurite saves its on-disk data on SIGINT, not on SIGTERM, and says when it
+        has. Its Node process can take many seconds more to exit after that (seen: 10-20 s after
+        a few writes): once it has said so, or after 10 s, it is killed."""
         for process in (self.process, self.blob_process):
             if process is None or process.poll() is not None:
                 continue
-            for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(process.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    process.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            closed = self._closed.get(process.pid, threading.Event())
+            try:
+                os.killpg(process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + 10.0
+            while process.poll() is None and not closed.is_set() and time.monotonic() < deadline:
+                closed.wait(0.02)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5.0)
+            if process.stdout is not None:
+                process.stdout.close()
 
     def __enter__(self) -> Azurite:
         return self.start()

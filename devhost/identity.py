@@ -178,7 +178,9 @@ class LocalAuthority:
     def start(self) -> LocalAuthority:
         self._server = ThreadingHTTPServer(self._address, self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="authority", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="authority", daemon=True
+        )
         self._thread.start()
         return self
 

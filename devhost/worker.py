@@ -170,6 +170,29 @@ class RuntimeWorker:
         self._thread.start()
         self.functions: list[IndexedFunction] = self._run(self._initialize())
 
+    def stop(self) -> None:
+        """Stop the event loop (after the app closed what it opened on it) and the runtime's
+        thread pool; the process's worker can then not be started again."""
+        import azure_functions_runtime.utils.threadpool as threadpool
+
+        if self._loop.is_closed():
+            return
+
+        async def cancel_the_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+            await self._loop.shutdown_asyncgens()
+
+        if self._thread.is_alive():
+            self._run(cancel_the_rest(), timeout=5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()
+        threadpool.stop_threadpool_executor()
+
     def _run[T](self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 

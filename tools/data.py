@@ -72,12 +72,21 @@ def load(
                 print(f"{where}: {error}", file=err)
         elif parsed.document is not None:
             good.append(parsed.document)
-    if bad and not skip_bad:
-        print(f"{bad} invalid line(s); nothing written (use --skip-bad to load the valid ones)", file=err)
-        return 1
     if dry_run:
-        print(f"dry run: {len(good)} valid document(s), {bad} invalid; nothing written", file=out)
-        return 0
+        print(f"dry run: {len(good)} valid document(s), {bad} invalid line(s); nothing written", file=out)
+        return 1 if bad else 0
+    if bad and not skip_bad:
+        print(
+            f"{bad} invalid line(s), {len(good)} valid; nothing written (use --skip-bad to load the valid ones)",
+            file=err,
+        )
+        return 1
+    if not good:
+        print(
+            f"nothing to load: {path} holds no documents" + (f" ({bad} invalid line(s) skipped)" if bad else ""),
+            file=out,
+        )
+        return 1 if bad else 0
     with tqdm(total=len(good), unit="doc", desc="loading", disable=None, file=err) as bar:
         report = with_store(
             lambda store: write_documents(
