@@ -9,12 +9,16 @@ own copy, `preview/contract.json`, as Copilot has its own), and sends a locally 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from devhost.server import ExtraRoute
+
+if TYPE_CHECKING:
+    from shared.store import InsightsStore
 
 __all__ = ["CONNECTOR", "STATIC", "preview_routes"]
 
@@ -64,28 +68,107 @@ def _tenants(query: dict[str, list[str]], body: bytes) -> Any:
     return [t for t in get_settings().auth_allowed_tenants if t != "*"]
 
 
-def _records(query: dict[str, list[str]], body: bytes) -> Any:
-    """The CRM records (and their contacts) a tenant has insights for, at most 200."""
+def _tenant(query: dict[str, list[str]]) -> str:
     from shared.settings import get_settings
-    from shared.store import InsightsStore
-    from tools.data import with_store
 
     tenant = (query.get("tenant") or [""])[0].lower()
     if tenant not in get_settings().auth_allowed_tenants:
         raise ValueError("unknown tenant")
-    records: dict[tuple[str, str], set[str]] = {}
+    return tenant
+
+
+def _most_common(values: list[str]) -> str:
+    """The value most documents carry ("" when most carry none); ties by name."""
+    counts = Counter(values)
+    return min(counts, key=lambda v: (-counts[v], v)) if counts else ""
+
+
+def _records(query: dict[str, list[str]], body: bytes) -> Any:
+    """The CRM records a tenant has insights for (at most 200), named and typed as sellers know
+    them, with the CRM org and type most of their documents are scoped to (what a seller's request
+    would name), and their contacts."""
+    from shared.entities import as_int, is_copy
+    from tools.data import with_store
+
+    tenant = _tenant(query)
+    records: dict[tuple[str, str], dict[str, Any]] = {}
 
     async def collect(store: InsightsStore) -> None:
         async for entity in store.iter_entities(tenant=tenant):
-            if entity.get("RecordType"):
-                contacts = records.setdefault((entity["RecordType"], entity["RecordId"]), set())
-                if entity.get("Contact"):
-                    contacts.add(entity["Contact"])
-            if len(records) >= 200:
+            if not entity.get("RecordType") or is_copy(entity):  # a copy is its record's document again
+                continue
+            key = (entity["RecordType"], entity["RecordId"])
+            if key not in records and len(records) >= 200:
                 break
+            record = records.setdefault(key, {"names": [], "contacts": set(), "orgs": [], "crms": []})
+            if entity.get("Name"):
+                record["names"].append((as_int(entity.get("Ver")), entity["Name"]))
+            if entity.get("Contact"):
+                record["contacts"].add(entity["Contact"])
+            record["orgs"].append(entity.get("Org") or "")
+            record["crms"].append(entity.get("Crm") or "")
 
     with_store(collect)
-    return [{"recordType": t, "recordId": i, "contacts": sorted(c)} for (t, i), c in sorted(records.items())]
+    found = [
+        {
+            "recordType": record_type,
+            "recordId": record_id,
+            "name": max(record["names"])[1] if record["names"] else "",
+            "crmOrgUrl": _most_common(record["orgs"]),
+            "crmType": _most_common(record["crms"]),
+            "contacts": sorted(record["contacts"]),
+            "documents": len(record["orgs"]),
+        }
+        for (record_type, record_id), record in records.items()
+    ]
+    return sorted(found, key=lambda r: (not r["name"], r["name"].casefold(), r["recordType"], r["recordId"]))
+
+
+def _hidden(query: dict[str, list[str]], body: bytes) -> Any:
+    """Per extension point, the record's documents a request with this org and CRM type is not
+    served because of their scope, with why (the store's own scoping rule, `Scope.admits`)."""
+    from shared import normalize
+    from shared.keys import RecordRef, partition_key
+    from shared.points import all_points
+    from shared.store import Scope
+    from tools.data import with_store
+
+    tenant = _tenant(query)
+    record_type = normalize.record_type((query.get("recordType") or [""])[0])
+    record_id = normalize.record_id((query.get("recordId") or [""])[0])
+    org = (query.get("crmOrgUrl") or [""])[0].strip()
+    crm = (query.get("crmType") or [""])[0].strip()
+    scope = Scope(org=normalize.org_host(org) if org else "", crm=normalize.crm_type(crm) if crm else "")
+    if not record_type or not record_id:
+        raise ValueError("name the record")
+    answer: dict[str, Any] = {}
+
+    async def collect(store: InsightsStore) -> None:
+        partitions = {partition_key(tenant, p, RecordRef.record(record_type, record_id)): p for p in all_points()}
+        async for entity in store.iter_entities(partitions=list(partitions)):
+            doc_org, doc_crm = entity.get("Org") or "", entity.get("Crm") or ""
+            if scope.admits(doc_org, doc_crm):
+                continue
+            point = answer.setdefault(entity["Ep"], {"hidden": 0, "orgs": Counter(), "crms": Counter()})
+            point["hidden"] += 1
+            if doc_org and doc_org != scope.org:
+                point["orgs"][doc_org] += 1
+            elif doc_crm:
+                point["crms"][doc_crm] += 1
+
+    with_store(collect)
+    out = {}
+    for point, found in answer.items():
+        reasons = []
+        for value, count in sorted(found["orgs"].items()):
+            named = f"named {scope.org}" if scope.org else "named no org"
+            reasons.append(f"{count} document(s) of this record are scoped to {value}; this request {named}")
+        for value, count in sorted(found["crms"].items()):
+            reasons.append(
+                f"{count} document(s) of this record are scoped to CRM type {value}; this request named {scope.crm}"
+            )
+        out[point] = {"hidden": found["hidden"], "reasons": reasons}
+    return out
 
 
 def _lint(query: dict[str, list[str]], body: bytes) -> Any:
@@ -137,6 +220,7 @@ def preview_routes(mint: Minter) -> dict[str, ExtraRoute]:
         "preview/definition.json": _file(CONNECTOR / "apiDefinition.swagger.json"),
         "preview/api/tenants": _json(_tenants),
         "preview/api/records": _json(_records),
+        "preview/api/hidden": _json(_hidden),
         "preview/api/lint": _json(_lint),
         "preview/api/token": _json(lambda q, b: {"token": mint((q.get("tenant") or [""])[0])}),
         "preview/chat": _file(STATIC / "chat.html"),

@@ -53,11 +53,17 @@ _SELECT = [
 
 @dataclass(frozen=True)
 class Scope:
-    """Which documents of a partition a request may see."""
+    """Which documents of a partition a request may see: a document scoped to a CRM org only by a
+    request naming that org; one scoped to a CRM type by a request naming that type or none.
+    Unscoped documents by every request. (`iter_documents` asks storage for exactly this.)"""
 
     org: str = ""
     crm: str = ""
     now: datetime | None = None
+
+    def admits(self, org: str, crm: str) -> bool:
+        """Whether a document scoped to `org` and `crm` ("" for none) is served to this request."""
+        return (not org or org == self.org) and (not crm or not self.crm or crm == self.crm)
 
 
 class InsightsStore:

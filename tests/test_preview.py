@@ -118,6 +118,74 @@ def test_cards_in_english_and_french(sample: Service, browser: Any) -> None:
     browser.save_screenshot(str(SCREENSHOTS / "preview-fr.png"))
 
 
+def _ready(browser: Any) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 20).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true")
+
+
+def test_the_first_screen_shows_the_first_records_cards(sample: Service, browser: Any) -> None:
+    """Opened with nothing chosen: the first record (by name), with the org and CRM type its
+    documents carry filled in and changeable, and its cards shown at once."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.get(f"{sample.url}/preview?tenant={SAMPLE_TENANT}")
+    _ready(browser)
+    options = browser.find_elements("css selector", "#record option")
+    assert [o.text for o in options] == [
+        "Fabrikam Surface Hub renewal (opportunity)",
+        "Fabrikam, Inc. (account)",
+        "Northwind CRM replacement (opportunity)",
+    ]
+    assert options[0].get_attribute("title") == f"opportunity {OPPORTUNITY}"  # the id, on hover
+    assert browser.find_element("id", "record").get_attribute("value") == f"opportunity|{OPPORTUNITY}"
+    org, crm = browser.find_element("id", "org"), browser.find_element("id", "crm")
+    assert (org.get_attribute("value"), crm.get_attribute("value")) == (ORG, "dynamics365")  # as stored: normalised
+    assert (org.get_attribute("placeholder"), crm.get_attribute("placeholder")) == ("no org", "no CRM type")
+    assert len(_texts(browser, "#card-recordDetails .record")) == 5
+    assert len(browser.find_elements("css selector", "#card-keySalesInfo .citation")) == 4
+    assert len(_texts(browser, "#card-recordSummary .activity")) == 4
+    assert _texts(browser, "#card-emailDraft .file")
+    assert _texts(browser, "#scoped li") == ["No document of this record is left out by its CRM org or type."]
+    browser.save_screenshot(str(SCREENSHOTS / "preview-first-screen.png"))
+    # another record: its own org and cards
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("id", "record")).select_by_visible_text("Northwind CRM replacement (opportunity)")
+    _ready(browser)
+    assert browser.find_element("id", "org").get_attribute("value") == ORG
+    assert [c.text for c in browser.find_elements("css selector", "#card-keySalesInfo .citation")] == ["1"]
+
+
+def test_a_card_empty_because_of_scope_is_explained(sample: Service, browser: Any) -> None:
+    browser.get(f"{sample.url}/preview?tenant={SAMPLE_TENANT}")
+    _ready(browser)
+    browser.find_element("id", "org").clear()
+    browser.find_element("id", "show").click()
+    _ready(browser)
+    assert _texts(browser, "#card-keySalesInfo .card-body") == ["No insights."]
+    assert len(_texts(browser, "#card-recordDetails .record")) == 1  # the one unscoped related record
+    explained = _texts(browser, "#scoped li")
+    assert (
+        "Key sales info: 4 document(s) of this record are scoped to contoso.crm.dynamics.com; this request named no org"
+        in explained
+    )
+    assert (
+        "Record details: 4 document(s) of this record are scoped to contoso.crm.dynamics.com; this request named no org"
+        in explained
+    )
+    # a CRM type the documents are not scoped to
+    browser.find_element("id", "org").send_keys(ORG)
+    crm = browser.find_element("id", "crm")
+    crm.clear()
+    crm.send_keys("Salesforce")
+    browser.find_element("id", "show").click()
+    _ready(browser)
+    assert (
+        "Key sales info: 4 document(s) of this record are scoped to CRM type dynamics365; this request named salesforce"
+        in _texts(browser, "#scoped li")
+    )
+
+
 def test_the_sales_chat_panel_renders_both_cards(sample: Service, browser: Any) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -144,6 +212,27 @@ def test_the_sales_chat_panel_renders_both_cards(sample: Service, browser: Any) 
     browser.get(f"{sample.url}/preview/chat?tenant={SAMPLE_TENANT}&name=nothing%20like%20it&ask=1")
     WebDriverWait(browser, 20).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "true")
     assert browser.find_element("id", "chat-status").text == "No record has that name."
+
+
+def test_the_sales_chat_panel_opens_with_a_suggested_question(sample: Service, browser: Any) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.get(f"{sample.url}/preview/chat?tenant={SAMPLE_TENANT}")
+    _ready(browser)
+    suggestions = browser.find_elements("css selector", "#suggestions .suggestion")
+    assert [s.text for s in suggestions] == [
+        "What's new with Fabrikam Surface Hub renewal?",
+        "What's new with Fabrikam, Inc.?",
+    ]
+    # nothing asked yet: no empty bubble, no bare tool labels
+    assert not browser.find_element("id", "question").is_displayed()
+    assert not any(label.is_displayed() for label in browser.find_elements("css selector", ".tool-label"))
+    browser.save_screenshot(str(SCREENSHOTS / "chat-first-screen.png"))
+    suggestions[0].click()
+    _ready(browser)
+    assert browser.find_element("id", "question").text == "What's new with Fabrikam Surface Hub renewal?"
+    assert not browser.find_element("id", "suggestions").is_displayed()
+    (digest,) = browser.find_elements("css selector", "#card-digest .ac-adaptiveCard")
+    assert "Key sales info" in digest.text
 
 
 def test_the_preview_expands_only_a_template(devhost: DevHost) -> None:

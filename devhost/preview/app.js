@@ -92,6 +92,7 @@ function state() {
     recordType, recordId,
     language: $("#language").value,
     org: $("#org").value.trim(),
+    crm: $("#crm").value.trim(),
     start: $("#start").value, end: $("#end").value,
     from: $("#mail-from").value.trim(),
     to: $("#mail-to").value.split(/[;,]/).map((s) => s.trim()).filter(Boolean),
@@ -262,6 +263,7 @@ function renderEmailDraft(result) {
 // ---- page -------------------------------------------------------------------------------------------------
 
 async function show() {
+  document.body.dataset.ready = "false";
   unseen.length = 0;
   $("#unseen ul").replaceChildren();
   $("#calls tbody").replaceChildren();
@@ -269,7 +271,9 @@ async function show() {
   for (const title of document.querySelectorAll(".card-title")) title.textContent = definition.info.title;
   const s = state();
   const { token } = await getJSON(`/preview/api/token?tenant=${encodeURIComponent(s.tenant)}`);
-  const common = { recordType: s.recordType, recordId: s.recordId, crmOrgUrl: s.org || undefined, top: 5 };
+  const common = {
+    recordType: s.recordType, recordId: s.recordId, crmOrgUrl: s.org || undefined, crmType: s.crm || undefined, top: 5,
+  };
   const record = { entityId: s.recordId, entityType: s.recordType };
   const emailValues = { from: s.from, to: s.to, cc: s.cc, subject: s.subject, plaintextBody: "(preview)" };
   const timeWindow = {
@@ -280,7 +284,7 @@ async function show() {
     call("recordDetails", common, token, s.language),
     call("keySalesInfo", common, token, s.language),
     call("recordSummary", { ...common, ...timeWindow }, token, s.language),
-    call("emailSummary", { email: emailValues, relatedEntities: [record], crmOrgUrl: common.crmOrgUrl, top: 5 }, token, s.language),
+    call("emailSummary", { email: emailValues, relatedEntities: [record], crmOrgUrl: common.crmOrgUrl, crmType: common.crmType, top: 5 }, token, s.language),
     call("emailDraft", { ...common, email: emailValues, resourceType: "email-thread", inputPrompt: s.prompt }, token, s.language),
   ]);
   renderRecordDetails(details);
@@ -289,14 +293,42 @@ async function show() {
   renderEmailSummary(email);
   renderEmailDraft(draft);
   if (!unseen.length) note("Nothing: every loaded insight for this record reaches the seller.");
+  await explainScope(s);
   document.body.dataset.ready = "true";
+}
+
+// Which card is empty, or shorter, because the record's documents are scoped to another CRM org or
+// type than the request names (the backend's own scoping rule, asked of the dev host).
+const CARD_POINTS = {
+  recordDetails: "recordDetails", keySalesInfo: "opportunityInsights", recordSummary: "recordSummary",
+  emailSummary: "emailSummary", emailDraft: "emailDraftFiles",
+};
+
+async function explainScope(s) {
+  const list = $("#scoped ul");
+  list.replaceChildren();
+  const query = new URLSearchParams({ tenant: s.tenant, recordType: s.recordType, recordId: s.recordId, crmOrgUrl: s.org, crmType: s.crm });
+  const hidden = await getJSON(`/preview/api/hidden?${query}`);
+  for (const card of document.querySelectorAll(".card")) {
+    const found = hidden[CARD_POINTS[card.dataset.operation]];
+    if (!found) continue;
+    const kind = $(".card-kind", card).textContent;
+    for (const reason of found.reasons) list.append(el("li", { "data-operation": card.dataset.operation, text: `${kind}: ${reason}` }));
+  }
+  if (!list.children.length) list.append(el("li", { class: "hint", text: "No document of this record is left out by its CRM org or type." }));
 }
 
 async function loadRecords() {
   const records = await getJSON(`/preview/api/records?tenant=${encodeURIComponent($("#tenant").value)}`);
   $("#record").replaceChildren(...records.map((r) => {
-    const option = el("option", { value: `${r.recordType}|${r.recordId}`, text: `${r.recordType} ${r.recordId}` });
+    const option = el("option", {
+      value: `${r.recordType}|${r.recordId}`,
+      title: `${r.recordType} ${r.recordId}`,
+      text: `${r.name || r.recordId} (${r.recordType})`,
+    });
     option.dataset.contacts = r.contacts.join(";");
+    option.dataset.org = r.crmOrgUrl;
+    option.dataset.crm = r.crmType;
     return option;
   }));
   const params = new URLSearchParams(location.search);
@@ -304,10 +336,20 @@ async function loadRecords() {
   onRecord();
 }
 
+// a record's org and CRM type are the ones its documents carry, as a seller's request would name them
+let pageParams = new URLSearchParams(location.search);  // a link's choices, applied to the first record shown
+
 function onRecord() {
   const option = $("#record").selectedOptions[0];
-  const contacts = option ? option.dataset.contacts.split(";").filter(Boolean) : [];
-  if (contacts.length && !$("#mail-from").value) $("#mail-from").value = contacts[0];
+  if (!option) return;
+  $("#record").title = option.title;
+  const params = pageParams;
+  pageParams = new URLSearchParams();
+  $("#org").value = params.has("org") ? params.get("org") : option.dataset.org;
+  $("#crm").value = params.has("crm") ? params.get("crm") : option.dataset.crm;
+  const contacts = option.dataset.contacts.split(";").filter(Boolean);
+  if (params.get("from")) $("#mail-from").value = params.get("from");
+  else if (contacts.length) $("#mail-from").value = contacts[0];
 }
 
 async function lint() {
@@ -325,10 +367,8 @@ async function main() {
   $("#tenant").replaceChildren(...tenants.map((t) => el("option", { value: t, text: t })));
   if (params.get("tenant")) $("#tenant").value = params.get("tenant");
   if (params.get("lang")) $("#language").value = params.get("lang");
-  if (params.get("org")) $("#org").value = params.get("org");
-  if (params.get("from")) $("#mail-from").value = params.get("from");
-  $("#tenant").addEventListener("change", loadRecords);
-  $("#record").addEventListener("change", onRecord);
+  $("#tenant").addEventListener("change", async () => { await loadRecords(); await show(); });
+  $("#record").addEventListener("change", () => { onRecord(); show(); });
   $("#show").addEventListener("click", show);
   $("#lint-run").addEventListener("click", lint);
   $("#lint-file").addEventListener("change", async (event) => {
@@ -337,7 +377,8 @@ async function main() {
   });
   await loadRecords();
   document.body.dataset.loaded = "true";
-  if (params.get("show")) await show();
+  if ($("#record").value) await show();  // the first record's cards at once, as a seller opens it
+  else document.body.dataset.ready = "true";
 }
 
 main();

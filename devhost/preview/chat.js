@@ -64,6 +64,9 @@ async function ask() {
   const tenant = $("#tenant").value;
   const name = $("#name").value;
   $("#question").textContent = `What's new with ${name}?`;
+  $("#question").hidden = false;
+  $("#answer").hidden = false;
+  $("#suggestions").hidden = true;
   try {
     const { token } = await getJSON(`/preview/api/token?tenant=${encodeURIComponent(tenant)}`);
     const found = await callTool("findRecords", { name }, token);
@@ -95,8 +98,27 @@ async function start() {
   if (params.get("name")) $("#name").value = params.get("name");
   if (params.get("lang")) $("#language").value = params.get("lang");
   $("#ask").addEventListener("click", ask);
+  $("#tenant").addEventListener("change", suggest);
+  await suggest();
   if (params.get("ask")) await ask();
   else document.body.dataset.ready = "true";
+}
+
+// questions a seller could ask, about the tenant's first named records
+async function suggest() {
+  const records = await getJSON(`/preview/api/records?tenant=${encodeURIComponent($("#tenant").value)}`);
+  const named = records.filter((r) => r.name).slice(0, 2);
+  const box = $("#suggestions");
+  box.replaceChildren(box.firstElementChild);
+  for (const record of named) {
+    const button = document.createElement("button");
+    button.className = "suggestion";
+    button.type = "button";
+    button.textContent = `What's new with ${record.name}?`;
+    button.addEventListener("click", () => { $("#name").value = record.name; ask(); });
+    box.append(button);
+  }
+  if (!named.length) box.append(Object.assign(document.createElement("p"), { className: "hint", textContent: "No record of this tenant has a name yet: load documents with recordName." }));
 }
 
 start();
