@@ -891,7 +891,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--in-memory", action="store_true")
     s.set_defaults(func=cmd_azurite)
 
-    s = sub.add_parser("load", help="validate and load insight documents (JSONL, or CSV: see README)")
+    s = sub.add_parser("load", help="validate and load insight documents (JSONL, or CSV: see docs/documents.md)")
     s.add_argument("file", help="a .jsonl file, or a .csv file with the documented columns")
     s.add_argument("--skip-bad", action="store_true", help="load the valid lines even when some are invalid")
     s.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")

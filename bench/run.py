@@ -375,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument(
-        "--markdown", metavar="RESULTS", help="print the README's figures from a results JSON file, and run nothing"
+        "--markdown",
+        metavar="RESULTS",
+        help="print the figures of docs/benchmarks.md from a results JSON file, and run nothing",
     )
     args = parser.parse_args(argv)
     if args.markdown:
@@ -957,7 +959,7 @@ def _startup_line(results: dict[str, Any]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The README's table and figures for one results file."""
+    """The table and figures of docs/benchmarks.md for one results file."""
     m, d = results["machine"], results["data"]
     lines = [
         f"Run of {results['when']} on {m['cpus']} cores ({m['processor']}, {m['platform']}, Python {m['python']}): "

@@ -88,7 +88,7 @@ param insightsStorageSku string = 'Standard_LRS'
 @description('INSIGHTS_TABLE_NAME: the table the insights live in.')
 param insightsTableName string = 'insights'
 
-// ---- the app's token validation: AUTH_* (README "Settings"; `manage.py entra-setup` fills them)
+// ---- the app's token validation: AUTH_* (docs/settings.md; `manage.py entra-setup` fills them)
 
 @minLength(1)
 @description('AUTH_ALLOWED_TENANTS: customer tenant GUIDs, comma-separated, or * for any tenant. No default: an app without it would refuse every call.')

@@ -9,7 +9,7 @@
     agent/color.png, outline.png  its icons
 
 The zip a Teams admin uploads is these files at its root. A Sales admin then copies the agent's
-tools into Sales (README "Sales chat"); the tools' files must stay under 150 KB together.
+tools into Sales (docs/sales-chat.md); the tools' files must stay under 150 KB together.
 """
 
 from __future__ import annotations
@@ -502,7 +502,7 @@ PLACEHOLDERS: tuple[tuple[str, str, str], ...] = (
     (
         SAMPLE.oauth_reference_id,
         "--oauth-reference-id",
-        'the OAuth client registration id from the Teams developer portal (README "Sales chat")',
+        "the OAuth client registration id from the Teams developer portal (docs/sales-chat.md)",
     ),
     (SAMPLE.app_id, "--app-id", "a Teams app id of your own (a new GUID, kept across versions)"),
 )
