@@ -12,11 +12,13 @@ import azure.functions as func
 
 import chat
 import ingestion
-from extensions import BLUEPRINTS
+from extensions import BLUEPRINTS, POINTS
 from ingestion.housekeeping import bp as housekeeping
+from shared.contract import install_points
 
 
 def create_app() -> func.FunctionApp:
+    install_points(POINTS)  # what documents may name: the ingestion API validates against them
     app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
     for blueprint in BLUEPRINTS:
         app.register_functions(blueprint)

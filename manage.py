@@ -15,10 +15,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -188,8 +193,6 @@ def port_number(text: str) -> int:
 
 def ensure_free(port: int, option: str, host: str = "127.0.0.1") -> None:
     """Stop before anything starts when a port this command listens on is taken."""
-    import socket
-
     with socket.socket() as probe:
         try:
             probe.bind((host, port))
@@ -302,8 +305,6 @@ def cmd_azurite(args: argparse.Namespace) -> int:
 
 
 def _wait_forever() -> None:
-    import threading
-
     threading.Event().wait()
 
 
@@ -328,8 +329,6 @@ class Services:
         (block or _wait_forever)()
 
     def __enter__(self) -> Services:
-        import signal
-
         def interrupt(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
 
@@ -339,9 +338,6 @@ class Services:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        import signal
-        import time
-
         # a second Ctrl+C (or a SIGTERM after it) must not cut the stopping short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -361,8 +357,8 @@ class Services:
 def _close_app_clients() -> None:
     """Close the app's storage and key clients on the worker's loop (their aiohttp and httpx
     sessions would otherwise be torn down by the interpreter's exit, with warnings)."""
-    from shared.pipeline import reset_validator
-    from shared.store import reset_store
+    from shared.http import reset_validator
+    from shared.storage import reset_store
 
     reset_store()
     reset_validator()
@@ -376,8 +372,6 @@ def _serve(services: Services, host: Any) -> None:
 
 
 def _configure_logging(level: str) -> None:
-    import logging
-
     from devhost.worker import AttributedFormatter
 
     handler = logging.StreamHandler()
@@ -418,7 +412,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> tuple[str, str] | None:
-    from shared import normalize
+    from shared.contract import normalize
 
     if bool(args.record_type) != bool(args.record_id):
         raise CommandError("--record-type and --record-id go together")
@@ -426,7 +420,7 @@ def _record(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def _tenant(value: str) -> str:
-    from shared.normalize import is_guid
+    from shared.contract.normalize import is_guid
 
     if not is_guid(value):
         raise CommandError(f"--tenant {value!r} is not a tenant id (a GUID)")
@@ -434,10 +428,9 @@ def _tenant(value: str) -> str:
 
 
 def _extension_point(name: str) -> str:
-    import extensions  # noqa: F401 - registers the extension points
-    from shared.points import all_points
+    from extensions import POINTS
 
-    known = sorted(all_points())
+    known = sorted(point.name for point in POINTS)
     if name not in known:
         raise CommandError(f"--extension-point {name!r} is not one of {', '.join(known)}")
     return name
@@ -459,7 +452,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from shared.ingest import delete_documents
+    from shared.storage import delete_documents
     from tools.data import with_store
 
     record = _record(args)

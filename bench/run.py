@@ -17,6 +17,8 @@ of its own. Every request and answer stays on loopback.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import http.client
 import io
 import json
 import os
@@ -34,12 +36,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devhost.azurite import Azurite, free_port  # noqa: E402
 from devhost.identity import LocalAuthority  # noqa: E402
+from extensions import POINTS  # noqa: E402
+from shared.contract import install_points  # noqa: E402
+from shared.contract.normalize import email_address  # noqa: E402
+from shared.documents import validate_document  # noqa: E402
+from shared.settings import Settings, batch_settings, get_settings, reset_settings  # noqa: E402
+from shared.storage import (  # noqa: E402
+    RecordRef,
+    build_table_client,
+    data_entity,
+    digest_of,
+    index_entity,
+    partition_key,
+)
+from shared.storage.keys import home_of, twin_of  # noqa: E402
+from tools.data import load  # noqa: E402
+
+_dumps = json.dumps
 
 AUDIENCE = "api://c4s-bench"
 CLIENT_APP = "0f4e2d6c-8b1a-4c3d-9e5f-1a2b3c4d5e6f"
@@ -220,19 +242,13 @@ class Connection:
     """A lean keep-alive client (http.client), so the load generator's own cost stays small."""
 
     def __init__(self, host: str, port: int) -> None:
-        import http.client
-
         self._conn = http.client.HTTPConnection(host, port, timeout=10)
 
     def get(self, path: str, params: dict[str, Any], headers: dict[str, str]) -> Response:
-        from urllib.parse import urlencode
-
         return self._send("GET", f"{path}?{urlencode(params)}", None, headers)
 
     def post(self, path: str, json: Any, headers: dict[str, str]) -> Response:
-        import json as _json
-
-        return self._send("POST", path, _json.dumps(json).encode(), {**headers, "Content-Type": "application/json"})
+        return self._send("POST", path, _dumps(json).encode(), {**headers, "Content-Type": "application/json"})
 
     def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
         self._conn.request(method, path, body=body, headers=headers)
@@ -247,8 +263,6 @@ class Clients:
     """One keep-alive connection per thread (connection reuse, like Copilot's)."""
 
     def __init__(self, base_url: str) -> None:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(base_url)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._local = threading.local()
@@ -333,8 +347,6 @@ class FloorLoop:
     """The floor's event loop, in a thread of its own: the bench's threads hand it their reads."""
 
     def __init__(self) -> None:
-        import asyncio
-
         self._asyncio = asyncio
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="floor-loop", daemon=True)
@@ -385,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.records = min(args.records, max(1, args.documents // sum(POINTS_PER_RECORD.values())))
 
-    import extensions  # noqa: F401
+    install_points(POINTS)  # the bench validates documents in-process
 
     results: dict[str, Any] = {
         "machine": {
@@ -435,7 +447,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     os.environ.update(env)
     results["service_settings"] = {k: v for k, v in env.items() if k.startswith(("REQUEST_", "STORAGE_", "THROTTLE_"))}
-    from shared.settings import Settings
 
     results["service_settings"].setdefault(
         "STORAGE_MAX_CONCURRENT_READS", f"{Settings.model_fields['storage_max_concurrent_reads'].default} (default)"
@@ -447,10 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bench.jsonl"
             path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
-            from shared.settings import reset_settings
 
             reset_settings()
-            from tools.data import load
 
             started = time.perf_counter()
             load_report = io.StringIO()
@@ -460,10 +469,6 @@ def main(argv: list[str] | None = None) -> int:
             loader_seconds = time.perf_counter() - started
         loader_rate = len(docs) / loader_seconds
         print(f"loader: {len(docs)} documents in {loader_seconds:.1f}s = {loader_rate:.0f} documents/s", flush=True)
-
-        from shared.documents import validate_document
-        from shared.settings import batch_settings, get_settings
-        from shared.store import build_table_client
 
         # configured exactly as the loader's client (timeouts, retries, transport)
         raw_settings = batch_settings(get_settings()).model_copy(update={"insights_table_name": "rawfloor"})
@@ -478,8 +483,6 @@ def main(argv: list[str] | None = None) -> int:
         loader_entities = sum(2 + 2 * bool(d.get("recordId") and d.get("contactEmail")) for d in docs)
 
         async def upsert_all() -> float:
-            import asyncio
-
             async with build_table_client(raw_settings) as raw:
                 await raw.create_table()
                 turns = asyncio.Semaphore(args.workers * 4)  # the loader's concurrency
@@ -494,8 +497,6 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 await asyncio.gather(*(upsert(group) for group in entities.values()))
                 return time.perf_counter() - started
-
-        import asyncio
 
         raw_seconds = asyncio.run(upsert_all())
         raw_rate = len(subset) / raw_seconds
@@ -523,8 +524,6 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{host_port}"
-        import httpx
-
         for _ in range(100):
             try:
                 httpx.get(base + "/api/diagnostics/testconnection", timeout=1)
@@ -585,8 +584,6 @@ def main(argv: list[str] | None = None) -> int:
 def stored_entities(documents: list[Any]) -> dict[str, list[dict[str, Any]]]:
     """What the write path stores for each document, by partition: its row and index entity at
     home, and its copy's row and index entity when it has a record and a contact."""
-    from shared.entities import data_entity, digest_of, index_entity
-    from shared.keys import home_of, twin_of
 
     by_partition: dict[str, list[dict[str, Any]]] = {}
     for doc in documents:
@@ -623,13 +620,6 @@ def ingestion_vs_raw(
 
     def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
         return {name: round(after[name] - before[name], 1) for name in before}
-
-    import asyncio
-
-    import httpx
-
-    from shared.documents import validate_document
-    from shared.store import build_table_client
 
     rng = random.Random(13)
     wanted = args.api_clients * args.api_batches * args.api_batch
@@ -722,9 +712,6 @@ def _cpu_text(seconds: float, cpu: dict[str, float]) -> str:
 def run_operations(
     args: argparse.Namespace, base: str, authority: LocalAuthority, tenants: list[str], connection: str
 ) -> dict[str, Any]:
-    from shared.normalize import email_address
-    from shared.settings import get_settings
-    from shared.store import RecordRef, build_table_client, partition_key
 
     tokens = {
         t: authority.mint(tenant=t, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
@@ -780,8 +767,6 @@ def run_operations(
         return found
 
     async def all_of(reads: list[tuple[str, int]]) -> int:
-        import asyncio
-
         return sum(await asyncio.gather(*(one(read) for read in reads)))
 
     def floor_read(reads: list[tuple[str, int]]) -> bool:

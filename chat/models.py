@@ -12,8 +12,15 @@ from typing import Annotated, Any
 from annotated_types import Ge, Le
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
 
-from shared.language import is_language_tag
-from shared.params import CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, top_capped_at
+from shared.contract import (
+    CrmTypeIn,
+    OrgUrlIn,
+    RecordIdIn,
+    RecordTypeIn,
+    RequestModel,
+    is_language_tag,
+    top_capped_at,
+)
 
 __all__ = [
     "DIGEST_ITEMS",

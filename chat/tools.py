@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 from pydantic import BaseModel
 
-from shared.pipeline import RequestContext, operation
+from extensions import activities, related_records, sales_highlights
+from shared.contract import to_item
+from shared.contract.errors import InvalidRequest
+from shared.http import RequestContext, operation
+from shared.storage import MAX_QUERY_WORDS, RecordRef, Scope, record_entry, words_of
+from shared.storage import find_records as search
 
 if TYPE_CHECKING:
     from chat.models import FindRecordsQuery, RecordDigest, RecordInsightsQuery, RecordMatches
@@ -43,15 +48,12 @@ __all__ = ["bp"]
     in_connector=False,
 )
 async def find_records(ctx: RequestContext, query: FindRecordsQuery) -> RecordMatches:
-    from chat.models import RecordMatch, RecordMatches
-    from shared.errors import InvalidRequest
-    from shared.names import find_records as search
+    from chat.models import RecordMatch, RecordMatches  # with the first chat call (see the module's note)
 
-    try:
-        async with ctx.store.gate.slot():
-            found = await search(ctx.store, ctx.tenant, query.name, query.recordType, query.top)
-    except ValueError as exc:
-        raise InvalidRequest("name", str(exc)) from None
+    if not words_of(query.name, MAX_QUERY_WORDS):
+        raise InvalidRequest("name", "has no letters or digits to look for")
+    async with ctx.store.gate.slot():
+        found = await search(ctx.store, ctx.tenant, query.name, query.recordType, query.top)
     ctx.log.info("found %d record(s) by name", len(found))
     return RecordMatches(
         records=[
@@ -79,7 +81,7 @@ async def find_records(ctx: RequestContext, query: FindRecordsQuery) -> RecordMa
     in_connector=False,
 )
 async def record_insights(ctx: RequestContext, query: RecordInsightsQuery) -> RecordDigest:
-    from chat.models import (
+    from chat.models import (  # with the first chat call (see the module's note)
         DIGEST_ITEMS,
         ActivityDigest,
         KeySalesInfo,
@@ -88,9 +90,6 @@ async def record_insights(ctx: RequestContext, query: RecordInsightsQuery) -> Re
         RecordDigest,
         RelatedRecordDigest,
     )
-    from extensions import activities, related_records, sales_highlights
-    from shared.names import record_entry
-    from shared.store import RecordRef, Scope
 
     if query.language:
         ctx.languages = [query.language, *ctx.languages]
@@ -149,8 +148,6 @@ async def record_insights(ctx: RequestContext, query: RecordInsightsQuery) -> Re
 
 def _items[M: BaseModel](ctx: RequestContext, point: Any, docs: list[Any], model: type[M]) -> list[M]:
     """The documents as the point's items, in the caller's language (unreadable ones skipped)."""
-    from shared.reading import to_item
-
     return [item for doc in docs if isinstance(item := to_item(ctx, point, doc), model)]
 
 

@@ -9,16 +9,19 @@ own copy, `preview/contract.json`, as Copilot has its own), and sends a locally 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 from devhost.server import ExtraRoute
-
-if TYPE_CHECKING:
-    from shared.store import InsightsStore
+from shared.contract import all_points, normalize
+from shared.documents import parse_jsonl
+from shared.settings import get_settings
+from shared.storage import InsightsStore, RecordRef, Scope, as_int, is_copy, partition_key
+from tools.data import with_store
 
 __all__ = ["CONNECTOR", "STATIC", "preview_routes"]
 
@@ -63,14 +66,10 @@ def _json(produce: Callable[[dict[str, list[str]], bytes], Any]) -> ExtraRoute:
 
 
 def _tenants(query: dict[str, list[str]], body: bytes) -> Any:
-    from shared.settings import get_settings
-
     return [t for t in get_settings().auth_allowed_tenants if t != "*"]
 
 
 def _tenant(query: dict[str, list[str]]) -> str:
-    from shared.settings import get_settings
-
     tenant = (query.get("tenant") or [""])[0].lower()
     if tenant not in get_settings().auth_allowed_tenants:
         raise ValueError("unknown tenant")
@@ -87,9 +86,6 @@ def _records(query: dict[str, list[str]], body: bytes) -> Any:
     """The CRM records a tenant has insights for (at most 200), named and typed as sellers know
     them, with the CRM org and type most of their documents are scoped to (what a seller's request
     would name), and their contacts."""
-    from shared.entities import as_int, is_copy
-    from tools.data import with_store
-
     tenant = _tenant(query)
     records: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -127,12 +123,6 @@ def _records(query: dict[str, list[str]], body: bytes) -> Any:
 def _hidden(query: dict[str, list[str]], body: bytes) -> Any:
     """Per extension point, the record's documents a request with this org and CRM type is not
     served because of their scope, with why (the store's own scoping rule, `Scope.admits`)."""
-    from shared import normalize
-    from shared.keys import RecordRef, partition_key
-    from shared.points import all_points
-    from shared.store import Scope
-    from tools.data import with_store
-
     tenant = _tenant(query)
     record_type = normalize.record_type((query.get("recordType") or [""])[0])
     record_id = normalize.record_id((query.get("recordId") or [""])[0])
@@ -173,9 +163,6 @@ def _hidden(query: dict[str, list[str]], body: bytes) -> Any:
 
 def _lint(query: dict[str, list[str]], body: bytes) -> Any:
     """The loader's own validation in report mode: every document it would reject, and why."""
-    import extensions  # noqa: F401 - registers the extension points
-    from shared.documents import parse_jsonl
-
     if len(body) > MAX_LINT_BYTES:
         raise ValueError("the file is larger than the preview checks (5 MB)")
     text = body.decode("utf-8", errors="replace")
@@ -191,8 +178,6 @@ def _lint(query: dict[str, list[str]], body: bytes) -> Any:
 def _expand(query: dict[str, list[str]], body: bytes) -> Any:
     """An Adaptive Card template expanded with data by Microsoft's templating library (Node), as
     Copilot expands a plugin's card with a function's answer."""
-    import subprocess
-
     if len(body) > MAX_EXPAND_BYTES:
         raise ValueError("the template and data are larger than the preview expands (1 MB)")
     try:

@@ -99,7 +99,7 @@ def attribution() -> str | None:
         task = None
     invocation_id: str | None = getattr(task, "invocation_id", None)
     if invocation_id is None:
-        from azure_functions_runtime import invocation_id_cv
+        from azure_functions_runtime import invocation_id_cv  # the runtime library loads when the worker starts
 
         invocation_id = invocation_id_cv.get()
     return invocation_id
@@ -173,7 +173,7 @@ class RuntimeWorker:
     def stop(self) -> None:
         """Stop the event loop (after the app closed what it opened on it) and the runtime's
         thread pool; the process's worker can then not be started again."""
-        import azure_functions_runtime.utils.threadpool as threadpool
+        import azure_functions_runtime.utils.threadpool as threadpool  # loaded by the worker's start
 
         if self._loop.is_closed():
             return
@@ -197,7 +197,7 @@ class RuntimeWorker:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     async def _initialize(self) -> list[IndexedFunction]:
-        import azure_functions_runtime as runtime
+        import azure_functions_runtime as runtime  # the library loads when the worker starts, as the proxy loads it
 
         runtime.start_threadpool_executor()
         init = await runtime.worker_init_request(
@@ -274,7 +274,7 @@ class RuntimeWorker:
     async def _invoke(
         self, invocation_id: str, name: str, request: protos.InvocationRequest
     ) -> protos.InvocationResponse:
-        import azure_functions_runtime as runtime
+        import azure_functions_runtime as runtime  # the library loads when the worker starts, as the proxy loads it
 
         # This task is the invocation's (the proxy marks it the same way); tasks it starts inherit it.
         task = asyncio.current_task()

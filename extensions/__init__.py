@@ -1,6 +1,6 @@
-"""One module per Copilot for Sales extension point; each owns its models and its trigger.
-
-Importing this package registers every extension point (the loader needs them all)."""
+"""One module per Copilot for Sales extension point; each owns its models, its extension point
+(`POINT`) and its trigger. `POINTS` and `BLUEPRINTS` are the one list of them: adding an extension
+point is a new module and a line in each."""
 
 from extensions import (
     activities,
@@ -11,6 +11,15 @@ from extensions import (
     test_connection,
 )
 
+POINTS = (
+    related_records.POINT,
+    sales_highlights.POINT,
+    activities.POINT,
+    email_insights.POINT,
+    content_suggestions.POINT,
+)
+"""What documents may name as `extensionPoint` (installed with `shared.contract.install_points`)."""
+
 BLUEPRINTS = [
     related_records.bp,
     sales_highlights.bp,
@@ -20,4 +29,4 @@ BLUEPRINTS = [
     test_connection.bp,
 ]
 
-__all__ = ["BLUEPRINTS"]
+__all__ = ["BLUEPRINTS", "POINTS"]

@@ -5,22 +5,27 @@ from __future__ import annotations
 import azure.functions as func
 from pydantic import model_validator
 
-from shared.models import ContractModel, HttpsUrl, NonEmptyStr, Page, StringMap, UtcDateTime, wire
-from shared.params import (
+from shared.contract import (
     DEFAULT_TOP,
+    ContractModel,
     CrmTypeIn,
     DateTimeIn,
+    ExtensionPoint,
+    HttpsUrl,
+    NonEmptyStr,
     OrgUrlIn,
+    Page,
     RecordIdIn,
     RecordTypeIn,
     RequestModel,
     Skip,
+    StringMap,
     Top,
+    UtcDateTime,
+    wire,
 )
-from shared.pipeline import RequestContext, operation
-from shared.points import ExtensionPoint, register_point
-from shared.reading import record_page
-from shared.store import WindowBounds
+from shared.http import RequestContext, operation, record_page
+from shared.storage import WindowBounds
 
 bp = func.Blueprint()
 
@@ -70,14 +75,12 @@ class Activity(ContractModel):
     )
 
 
-POINT = register_point(
-    ExtensionPoint(
-        name="recordSummary",
-        item_model=Activity,
-        localizable=frozenset({"title", "description", "additionalProperties"}),
-        datetime_field="dateTime",
-        datetime_required=True,
-    )
+POINT = ExtensionPoint(
+    name="recordSummary",
+    item_model=Activity,
+    localizable=frozenset({"title", "description", "additionalProperties"}),
+    datetime_field="dateTime",
+    datetime_required=True,
 )
 
 

@@ -12,13 +12,22 @@ from typing import Literal
 
 import azure.functions as func
 
-from shared.email import EmailThreadRequest, RelatedEntities, participants
-from shared.models import ContractModel, HttpsUrl, NonEmptyStr, Page, StringMap, wire
-from shared.params import RecordIdIn, RecordTypeIn
-from shared.pipeline import RequestContext, operation
-from shared.points import ExtensionPoint, register_point
-from shared.reading import gather, page_of
-from shared.store import RecordRef, Scope
+from shared.contract import (
+    ContractModel,
+    EmailThreadRequest,
+    ExtensionPoint,
+    HttpsUrl,
+    NonEmptyStr,
+    Page,
+    RecordIdIn,
+    RecordTypeIn,
+    RelatedEntities,
+    StringMap,
+    participants,
+    wire,
+)
+from shared.http import RequestContext, gather, operation, page_of
+from shared.storage import RecordRef, Scope
 
 bp = func.Blueprint()
 
@@ -75,13 +84,11 @@ class ContentSuggestion(ContractModel):
     )
 
 
-POINT = register_point(
-    ExtensionPoint(
-        name="emailDraftFiles",
-        item_model=ContentSuggestion,
-        localizable=frozenset({"contentTitle", "contentDescription", "additionalProperties"}),
-        attach_to=frozenset({"record", "contact"}),
-    )
+POINT = ExtensionPoint(
+    name="emailDraftFiles",
+    item_model=ContentSuggestion,
+    localizable=frozenset({"contentTitle", "contentDescription", "additionalProperties"}),
+    attach_to=frozenset({"record", "contact"}),
 )
 
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.email import EmailThreadRequest, RelatedEntities, participants
-from shared.models import ContractModel, NonEmptyStr, Page, wire
-from shared.pipeline import RequestContext, operation
-from shared.points import ExtensionPoint, register_point
-from shared.reading import gather, page_of
-from shared.store import RecordRef, Scope
+from shared.contract import (
+    ContractModel,
+    EmailThreadRequest,
+    ExtensionPoint,
+    NonEmptyStr,
+    Page,
+    RelatedEntities,
+    participants,
+    wire,
+)
+from shared.http import RequestContext, gather, operation, page_of
+from shared.storage import RecordRef, Scope
 
 bp = func.Blueprint()
 
@@ -32,13 +38,11 @@ class EmailInsight(ContractModel):
     )
 
 
-POINT = register_point(
-    ExtensionPoint(
-        name="emailSummary",
-        item_model=EmailInsight,
-        localizable=frozenset({"insight"}),
-        attach_to=frozenset({"record", "contact"}),
-    )
+POINT = ExtensionPoint(
+    name="emailSummary",
+    item_model=EmailInsight,
+    localizable=frozenset({"insight"}),
+    attach_to=frozenset({"record", "contact"}),
 )
 
 

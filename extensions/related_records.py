@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.models import ContractModel, HttpsUrl, NonEmptyStr, Page, StringMap, wire
-from shared.params import DEFAULT_TOP, CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, Skip, Top
-from shared.pipeline import RequestContext, operation
-from shared.points import ExtensionPoint, register_point
-from shared.reading import record_page
+from shared.contract import (
+    DEFAULT_TOP,
+    ContractModel,
+    CrmTypeIn,
+    ExtensionPoint,
+    HttpsUrl,
+    NonEmptyStr,
+    OrgUrlIn,
+    Page,
+    RecordIdIn,
+    RecordTypeIn,
+    RequestModel,
+    Skip,
+    StringMap,
+    Top,
+    wire,
+)
+from shared.http import RequestContext, operation, record_page
 
 bp = func.Blueprint()
 
@@ -63,14 +76,12 @@ class RelatedRecord(ContractModel):
     )
 
 
-POINT = register_point(
-    ExtensionPoint(
-        name="recordDetails",
-        item_model=RelatedRecord,
-        localizable=frozenset(
-            {"recordTypeDisplayName", "recordTypePluralDisplayName", "recordTitle", "additionalProperties"}
-        ),
-    )
+POINT = ExtensionPoint(
+    name="recordDetails",
+    item_model=RelatedRecord,
+    localizable=frozenset(
+        {"recordTypeDisplayName", "recordTypePluralDisplayName", "recordTitle", "additionalProperties"}
+    ),
 )
 
 

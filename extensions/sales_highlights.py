@@ -7,11 +7,24 @@ from typing import Annotated
 import azure.functions as func
 from pydantic import StringConstraints
 
-from shared.models import ContractModel, HttpsUrl, Page, StringMap, UtcDateTime, wire
-from shared.params import DEFAULT_TOP, CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, Skip, Top
-from shared.pipeline import RequestContext, operation
-from shared.points import ExtensionPoint, register_point
-from shared.reading import record_page
+from shared.contract import (
+    DEFAULT_TOP,
+    ContractModel,
+    CrmTypeIn,
+    ExtensionPoint,
+    HttpsUrl,
+    OrgUrlIn,
+    Page,
+    RecordIdIn,
+    RecordTypeIn,
+    RequestModel,
+    Skip,
+    StringMap,
+    Top,
+    UtcDateTime,
+    wire,
+)
+from shared.http import RequestContext, operation, record_page
 
 bp = func.Blueprint()
 
@@ -58,13 +71,11 @@ class SalesHighlight(ContractModel):
     )
 
 
-POINT = register_point(
-    ExtensionPoint(
-        name="opportunityInsights",
-        item_model=SalesHighlight,
-        localizable=frozenset({"title", "description", "additionalProperties"}),
-        datetime_field="dateTime",
-    )
+POINT = ExtensionPoint(
+    name="opportunityInsights",
+    item_model=SalesHighlight,
+    localizable=frozenset({"title", "description", "additionalProperties"}),
+    datetime_field="dateTime",
 )
 
 

@@ -7,8 +7,8 @@ import time
 import azure.functions as func
 from pydantic import BaseModel, Field
 
-from shared.models import BUILT_ON_FIRST_USE
-from shared.pipeline import RequestContext, operation
+from shared.contract import BUILT_ON_FIRST_USE
+from shared.http import RequestContext, operation
 
 bp = func.Blueprint()
 STORE_TIMEOUT_SECONDS = 1.0

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared.errors import InsufficientPermissions, RequestTooLarge, ServiceUnavailable
-from shared.pipeline import RequestContext, operation
+from shared.contract.errors import InsufficientPermissions, RequestTooLarge, ServiceUnavailable
+from shared.http import RequestContext, operation
+from shared.storage import delete_documents, write_documents
+from shared.storage.errors import StorageError
 
 if TYPE_CHECKING:
     from ingestion.models import DeleteRequest, DeleteResponse, UpsertRequest, UpsertResponse
@@ -63,9 +65,8 @@ def _unfinished(report: dict[str, Any], what: str) -> ServiceUnavailable:
     budget_seconds=WRITE_BUDGET_SECONDS,
 )
 async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertResponse:
-    from ingestion.models import ItemResult, UpsertResponse, UpsertSummary
+    from ingestion.models import ItemResult, UpsertResponse, UpsertSummary  # with the first write
     from shared.documents import validate_document  # the document model: only writers need it
-    from shared.ingest import write_documents  # the write path: no reader's request needs it
 
     limit = ctx.settings.ingest_max_documents
     if len(request.documents) > limit:
@@ -129,10 +130,7 @@ async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> Upser
 async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteResponse:
     tenant = request.tenantId.lower()
     _check_grants(ctx, {tenant})
-    from azure.core.exceptions import AzureError
-
-    from ingestion.models import DeleteResponse
-    from shared.ingest import delete_documents
+    from ingestion.models import DeleteResponse  # with the first delete
 
     try:
         report = await delete_documents(
@@ -145,8 +143,8 @@ async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteRe
             doc_id=request.id,
             version=request.version,
         )
-    except AzureError as exc:  # the listing or a tenant's range delete: nothing to report per item
-        raise ServiceUnavailable(log_detail=f"delete failed: {type(exc).__name__}") from exc
+    except StorageError as exc:  # the listing or a tenant's range delete: nothing to report per item
+        raise ServiceUnavailable(log_detail=f"delete failed: {exc.detail}") from exc
     response = DeleteResponse(
         deleted=report.count("written"), stale=report.count("stale"), failed=report.count("failed")
     )

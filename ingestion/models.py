@@ -10,9 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from shared.normalize import GUID_PATTERN
-from shared.params import RequestModel
-from shared.points import all_points, get_point
+from shared.contract import RequestModel, all_points, get_point
+from shared.contract.normalize import GUID_PATTERN
 
 __all__ = ["DeleteRequest", "DeleteResponse", "ItemResult", "UpsertRequest", "UpsertResponse", "UpsertSummary"]
 

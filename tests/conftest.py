@@ -18,15 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-import extensions  # noqa: F401 - registers the extension points
 from devhost.azurite import Azurite
 from devhost.identity import LocalAuthority, SigningKey
 from devhost.server import DevHost
+from extensions import POINTS
+from shared.contract import install_points
 from shared.documents import validate_document
-from shared.ingest import write_documents
-from shared.pipeline import reset_throttle, reset_validator
+from shared.http import reset_throttle, reset_validator
 from shared.settings import Settings, reset_settings
-from shared.store import InsightsStore, build_table_client, reset_store
+from shared.storage import InsightsStore, build_table_client, reset_store, write_documents
 
 AUDIENCE = "api://c4s-insights-test"
 API_CLIENT_ID = "6d1e8f2a-4b3c-4d5e-9f60-7a8b9c0d1e2f"
@@ -58,6 +58,9 @@ def _guarded_connect(self: socket.socket, address: Any) -> Any:
         if not loopback:
             raise ConnectionRefusedError(f"tests may only reach loopback, not {host}")
     return _real_connect(self, address)
+
+
+install_points(POINTS)  # the extension points documents name, for in-process validation
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -40,7 +40,7 @@ ROLES = {
 BLOB_OWNER, TABLE_CONTRIBUTOR, METRICS_PUBLISHER = ROLES
 
 # Settings read outside the typed settings: by the Functions host (%PURGE_SCHEDULE%), the runtime
-# library (PYTHON_ENABLE_OPENTELEMETRY), pydantic, and shared.telemetry.
+# library (PYTHON_ENABLE_OPENTELEMETRY), pydantic, and shared.http.telemetry.
 HOST_READ = {
     "PURGE_SCHEDULE",
     "PYTHON_ENABLE_OPENTELEMETRY",
@@ -641,7 +641,7 @@ def check_packaging(root: Path = ROOT) -> list[str]:
         if spec.match_file(needed):
             problems.append(f".funcignore leaves out {needed}")
 
-    imported = _third_party_imports(modules)
+    imported = _third_party_imports(modules, root)
     pinned = _requirements(root / "requirements.txt")
     owners = _module_owners()
     needed_dists: set[str] = set()
@@ -765,11 +765,11 @@ def _runtime_modules(root: Path) -> set[Path]:
     return seen
 
 
-def _third_party_imports(modules: set[Path]) -> set[str]:
+def _third_party_imports(modules: set[Path], root: Path) -> set[str]:
     """Dotted names the project's modules import from outside it and the standard library."""
     import ast
 
-    local = {p.parent.name for p in modules} | {p.stem for p in modules}
+    local = {p.relative_to(root).parts[0].removesuffix(".py") for p in modules if p.is_relative_to(root)}
     names: set[str] = set()
     for path in modules:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-import shared.store
+import shared.storage
 from tests.conftest import TENANT_B, Service, attached
 
 PATH = "/api/enhanceskills/activities"
@@ -73,14 +73,14 @@ def test_paging_inside_a_window(days: Service) -> None:
 
 
 def test_activities_outside_the_window_are_not_read(days: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = shared.store.StoredDocument.from_entity
+    real = shared.storage.StoredDocument.from_entity
     read: list[str] = []
 
-    def counting(entity: dict[str, Any]) -> shared.store.StoredDocument:
+    def counting(entity: dict[str, Any]) -> shared.storage.StoredDocument:
         read.append(entity["Id"])
         return real(entity)
 
-    monkeypatch.setattr(shared.store.StoredDocument, "from_entity", counting)
+    monkeypatch.setattr(shared.storage.StoredDocument, "from_entity", counting)
     window = {"startDateTime": "2025-03-04T00:00:00Z", "endDateTime": "2025-03-06T00:00:00Z"}
     assert titles(days.get(PATH, {**BASE, **window}).json()) == ["a5", "a4"]
     assert sorted(read) == ["a4", "a5"]

@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 import pytest
 
-import shared.auth
+import shared.auth._validator
 from devhost.identity import V1_ISSUER, LocalAuthority, SigningKey
 from tests.conftest import API_CLIENT_ID, AUDIENCE, CLIENT_APP, TENANT_A, TENANT_OUTSIDE, Service, doc
 
@@ -257,7 +257,7 @@ class Clock:
 @pytest.fixture
 def own_authority(service: Service, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalAuthority, Clock, Tokens]]:
     clock = Clock()
-    monkeypatch.setattr(shared.auth, "monotonic", clock)
+    monkeypatch.setattr(shared.auth._validator, "monotonic", clock)
     with LocalAuthority() as authority:
         service.set(AUTH_AUTHORITY=authority.url)
         service.load([doc(id="visible")])

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.entities import as_int
-from shared.names import names_partition, words_of
+from shared.storage import as_int, names_partition, words_of
 from tests.conftest import TENANT_A, TENANT_B, Service, attached, doc
 from tests.test_ingestion import DELETE, UPSERT, writer, writer_token
 

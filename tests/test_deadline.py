@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-import shared.store
+import shared.storage
 from devhost.azurite import Azurite
-from shared.pipeline import get_throttle
+from shared.http import get_throttle
 from shared.settings import get_settings
 from tests.conftest import TENANT_A, Service, doc
 from tests.proxies import LoopbackProxy
@@ -32,10 +32,10 @@ def counted_storage(service: Service, azurite: Azurite) -> Iterator[LoopbackProx
     service.load([doc(id="kept")])
     proxy = LoopbackProxy(azurite.port, hang=True)
     service.set(INSIGHTS_STORAGE_CONNECTION_STRING=proxy.url_of(azurite.connection_string, azurite.port))
-    shared.store.reset_store()
+    shared.storage.reset_store()
     yield proxy
     proxy.close()
-    shared.store.reset_store()
+    shared.storage.reset_store()
 
 
 def test_storage_hanging_answers_503_in_budget_and_starts_nothing_after(
@@ -93,7 +93,7 @@ def test_key_endpoint_slower_than_the_budget_answers_503_and_takes_nothing_after
             REQUEST_BUDGET_SECONDS="0.8",
             THROTTLE_REQUESTS_PER_MINUTE="600",
         )
-        shared.store.reset_store()
+        shared.storage.reset_store()
         started = time.monotonic()
         response = service.get(HIGHLIGHTS, QUERY)
         answered = time.monotonic()
@@ -106,4 +106,4 @@ def test_key_endpoint_slower_than_the_budget_answers_503_and_takes_nothing_after
     finally:
         authority.close()
         storage.close()
-        shared.store.reset_store()
+        shared.storage.reset_store()

@@ -284,10 +284,10 @@ def test_a_package_that_leaves_out_a_module_or_lets_tools_in_is_caught(tmp_path:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     assert check_packaging(tmp_path) == []
     funcignore = tmp_path / ".funcignore"
-    funcignore.write_text(funcignore.read_text().replace("tools/\n", "") + "shared/gate.py\n")
+    funcignore.write_text(funcignore.read_text().replace("tools/\n", "") + "shared/storage/_gate.py\n")
     problems = check_packaging(tmp_path)
     assert ".funcignore lets tools/connector.py into the package" in problems
-    assert ".funcignore leaves out shared/gate.py, which the functions import" in problems
+    assert ".funcignore leaves out shared/storage/_gate.py, which the functions import" in problems
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(requirements.read_text().replace("httpx==", "#httpx==") + "msal==1.39.0\n")
     problems = check_packaging(tmp_path)

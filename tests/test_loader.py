@@ -168,7 +168,7 @@ def test_a_bulk_reload_that_moves_documents_keeps_one_row_each_and_looks_each_pa
 
     def load(documents: list[dict[str, Any]]) -> Any:
         from shared.documents import validate_document
-        from shared.ingest import write_documents
+        from shared.storage import write_documents
 
         valid = [validate_document(d)[0] for d in documents]
         return service.run(write_documents(service.store, valid, optimistic=True))  # as `manage.py load` does

@@ -1,6 +1,6 @@
 """The read gate: at most N storage reads in flight on the event loop, the read of the request
 nearest its deadline next, never a read whose deadline has passed, and a waiter cancelled at its
-deadline leaves no trace (shared.store.ReadGate, shared.deadline)."""
+deadline leaves no trace (shared.storage.ReadGate, shared.runtime)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from shared.deadline import remaining, request_deadline
-from shared.errors import ServiceUnavailable
-from shared.store import ReadGate
+from shared.http._pipeline import _unavailable as as_answered
+from shared.runtime import remaining, request_deadline
+from shared.storage import ReadGate
+from shared.storage.errors import OutOfTime
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -119,7 +120,7 @@ def test_a_slot_handed_to_a_waiter_whose_deadline_passed_goes_to_the_next() -> N
                 try:
                     async with gate.slot():
                         admitted.append(name)
-                except ServiceUnavailable:
+                except OutOfTime:
                     refused.append(name)
 
         async with _held(gate):
@@ -139,10 +140,11 @@ def test_a_slot_handed_to_a_waiter_whose_deadline_passed_goes_to_the_next() -> N
 def test_a_request_past_its_deadline_never_reads() -> None:
     async def scenario() -> None:
         for gate in (ReadGate(1), ReadGate(0)):
-            with request_deadline(time.perf_counter() - 1), pytest.raises(ServiceUnavailable) as caught:
+            with request_deadline(time.perf_counter() - 1), pytest.raises(OutOfTime) as caught:
                 async with gate.slot():
                     pytest.fail("a read started after its deadline")
-            assert caught.value.headers() == {"Retry-After": "2"}
+            answer = as_answered(caught.value)  # what the caller gets: 503 SERVICE_UNAVAILABLE
+            assert (answer.status, answer.headers()) == (503, {"Retry-After": "2"})
             assert gate.in_flight == 0
 
     asyncio.run(scenario())

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-import shared.store
+import shared.storage
 from devhost.azurite import Azurite, free_port
 from tests.conftest import TENANT_A, TENANT_B, Service, attached, doc
 from tests.proxies import LoopbackProxy
@@ -26,7 +26,7 @@ QUERY = {"recordType": "opportunity", "recordId": "opp-1"}
 
 def _use_storage(service: Service, connection_string: str) -> None:
     service.set(INSIGHTS_STORAGE_CONNECTION_STRING=connection_string)
-    shared.store.reset_store()
+    shared.storage.reset_store()
 
 
 def test_storage_stopped_mid_run_answers_503_in_budget_and_recovers(service: Service, tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_storage_stopped_mid_run_answers_503_in_budget_and_recovers(service: Ser
         _use_storage(service, azurite.connection_string)
         service.set(REQUEST_BUDGET_SECONDS="3")
         from shared.documents import validate_document
-        from shared.ingest import write_documents
+        from shared.storage import write_documents
         from tools.data import with_store
 
         durable = validate_document(doc(id="durable"))[0]
@@ -106,7 +106,7 @@ def test_storage_reads_in_flight_are_bounded(service: Service, azurite: Azurite,
     try:
         _use_storage(service, proxy.url_of(azurite.connection_string, azurite.port))
         service.set(STORAGE_MAX_CONCURRENT_READS=limit, STORAGE_READ_TIMEOUT_SECONDS="3")
-        shared.store.reset_store()
+        shared.storage.reset_store()
         token = service.token()
 
         def one(_: int) -> httpx.Response:
@@ -120,7 +120,7 @@ def test_storage_reads_in_flight_are_bounded(service: Service, azurite: Azurite,
         assert proxy.peak == peak
     finally:
         proxy.close()
-        shared.store.reset_store()
+        shared.storage.reset_store()
 
 
 def test_default_budget_answers_before_copilot_gives_up(service: Service, slow_storage: LoopbackProxy) -> None:
@@ -176,7 +176,7 @@ def test_an_unexpected_error_is_logged_once_with_the_id(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(shared.store.InsightsStore, "read_page", broken)
+    monkeypatch.setattr(shared.storage.InsightsStore, "read_page", broken)
     response = service.get(HIGHLIGHTS, QUERY, **{"x-ms-client-request-id": "boom-1"})
     assert response.status_code == 500
     assert response.json()["errorCode"] == "INTERNAL_SERVER_ERROR"
@@ -189,7 +189,7 @@ def test_telemetry_is_off_and_free_without_a_connection_string() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, function_app; from shared import telemetry; print(telemetry.enabled(), 'azure.monitor.opentelemetry' in sys.modules, 'opentelemetry' in sys.modules)"
+    probe = "import sys, function_app; from shared.http import telemetry; print(telemetry.enabled(), 'azure.monitor.opentelemetry' in sys.modules, 'opentelemetry' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=Path(__file__).resolve().parent.parent,

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-import extensions  # noqa: F401 - registers the extension points
+from shared.contract import get_point
 from shared.documents import parse_jsonl
-from shared.points import get_point
 from tests.conftest import Service
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from azure.data.tables import TableClient
 
 from devhost.azurite import Azurite
 from shared.settings import get_settings
-from shared.store import InsightsStore, build_table_client
+from shared.storage import InsightsStore, build_table_client
 from tests.conftest import Service, attached, doc
 from tests.proxies import LoopbackProxy
 from tests.test_data_cli import cli

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import normalize
+from shared.contract import normalize
 from tests.conftest import Service, attached, doc
 
 TENANTS = [

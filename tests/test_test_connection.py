@@ -35,7 +35,7 @@ def test_unreachable_store_is_503_within_a_second_or_two(service: Service) -> No
             f"TableEndpoint=http://127.0.0.1:{dead_port}/devstoreaccount1;"
         )
     )
-    from shared.store import reset_store
+    from shared.storage import reset_store
 
     reset_store()
     started = time.monotonic()
@@ -48,7 +48,7 @@ def test_unreachable_store_is_503_within_a_second_or_two(service: Service) -> No
 
 def test_a_missing_table_is_503(service: Service) -> None:
     service.set(INSIGHTS_TABLE_NAME="doesnotexist")
-    from shared.store import reset_store
+    from shared.storage import reset_store
 
     reset_store()
     assert service.get(PATH).status_code == 503

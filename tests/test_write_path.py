@@ -12,9 +12,9 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-import shared.store
+import shared.storage
 from devhost.azurite import Azurite
-from shared.names import names_partition
+from shared.storage import names_partition
 from tests.conftest import TENANT_A, Service, attached, doc
 from tests.proxies import LoopbackProxy
 from tests.test_ingestion import DELETE, UPSERT, document_delete, highlights, rows, writer, writer_token
@@ -241,10 +241,10 @@ def flaky_storage(writer: Service, azurite: Azurite) -> Iterator[LoopbackProxy]:
         INSIGHTS_STORAGE_CONNECTION_STRING=proxy.url_of(azurite.connection_string, azurite.port),
         STORAGE_RETRIES="1",
     )
-    shared.store.reset_store()
+    shared.storage.reset_store()
     yield proxy
     proxy.close()
-    shared.store.reset_store()
+    shared.storage.reset_store()
 
 
 def test_storage_reset_mid_ingestion_is_503_with_the_report_and_a_resend_completes(
@@ -316,13 +316,13 @@ def test_a_scattered_batch_on_a_large_tenant_looks_each_partition_up_at_most_onc
     import asyncio
 
     from shared.documents import validate_document
-    from shared.entities import data_entity, index_entity
-    from shared.keys import home_of
+    from shared.storage import data_entity, index_entity
+    from shared.storage.keys import home_of
 
     async def seed() -> None:
         """20,000 records' documents, as the write path stores them (row and index entity)."""
         from shared.settings import Settings, batch_settings
-        from shared.store import InsightsStore, build_table_client
+        from shared.storage import InsightsStore, build_table_client
 
         turns = asyncio.Semaphore(32)
 
@@ -333,7 +333,7 @@ def test_a_scattered_batch_on_a_large_tenant_looks_each_partition_up_at_most_onc
             row = data_entity(document, key, key.home, 1, "")
             index = index_entity(key, key.home, row=row["RowKey"], version=1, twin="")
             async with turns:
-                await store.table.submit_transaction([("upsert", row), ("upsert", index)])
+                await store.table.submit([("upsert", row), ("upsert", index)])
 
         async with InsightsStore(build_table_client(batch_settings(Settings()))) as store:
             await asyncio.gather(*(one(store, n) for n in range(SEEDED)))
@@ -342,7 +342,7 @@ def test_a_scattered_batch_on_a_large_tenant_looks_each_partition_up_at_most_onc
     proxy = LoopbackProxy(azurite.port)
     try:
         writer.set(INSIGHTS_STORAGE_CONNECTION_STRING=proxy.url_of(azurite.connection_string, azurite.port))
-        shared.store.reset_store()
+        shared.storage.reset_store()
         batch = [
             doc(
                 id="seed" if n % 2 else f"new-{n}",
@@ -369,7 +369,7 @@ def test_a_scattered_batch_on_a_large_tenant_looks_each_partition_up_at_most_onc
         assert len(per_partition) == 1000 and max(per_partition.values()) == 1
     finally:
         proxy.close()
-        shared.store.reset_store()
+        shared.storage.reset_store()
 
 
 # ---- seen 8: expiry compared as instants ----------------------------------------------------------
@@ -387,7 +387,7 @@ def test_expiry_is_compared_as_instants(writer: Service) -> None:
     # a first-form row with the short form, expired half a second ago by the clock of the read,
     # in a table that may hold such rows
     writer.table.delete_entity("~meta", "schema")
-    shared.store.reset_store()
+    shared.storage.reset_store()
     past = (datetime.now(UTC) - timedelta(milliseconds=500)).replace(microsecond=0)
     writer.table.upsert_entity(
         {**stored, "RowKey": "d|0000000000001|short", "Id": "short", "V": 1, "Exp": past.strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -430,16 +430,16 @@ def test_the_same_id_on_two_records_and_a_contact_is_three_documents_after_any_w
 
 def lookups_of(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The partitions the write path looks up, one entry a lookup, as they happen."""
-    import shared.writes
+    import shared.storage._writer
 
     lookups: list[str] = []
-    real = shared.writes.Writer._lookup
+    real = shared.storage._writer.Writer._lookup
 
     async def spy(self: Any, pk: str, keys: Any) -> Any:
         lookups.append(pk)
         return await real(self, pk, keys)
 
-    monkeypatch.setattr(shared.writes.Writer, "_lookup", spy)
+    monkeypatch.setattr(shared.storage._writer.Writer, "_lookup", spy)
     return lookups
 
 

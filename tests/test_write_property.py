@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import shared.writes
+import shared.storage._batches
+import shared.storage._writer
 from shared.documents import validate_document
-from shared.keys import DocKey, RecordRef, partition_key
-from shared.names import names_partition
-from shared.writes import delete, write
+from shared.storage import delete, names_partition, write
+from shared.storage.keys import DocKey, RecordRef, partition_key
 from tests.conftest import TENANT_A, Service, attached
 
 POINT = "emailSummary"
@@ -49,21 +49,21 @@ def stalling_writers(monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer may stall between its home's commit and its copy (a slow or paused worker: the
     interleavings where copies of different versions race), or die there (its copy never
     written, and the partner re-sends the write later)."""
-    copies = shared.writes.Writer._copies
+    copies = shared.storage._writer.Writer._copies
 
     async def stalled(self: Any, changes: Any) -> None:
         await asyncio.sleep(STALL.get())
         if not CRASH.get():
             await copies(self, changes)
 
-    monkeypatch.setattr(shared.writes.Writer, "_copies", stalled)
-    refresh_names = shared.writes._refresh_names
+    monkeypatch.setattr(shared.storage._writer.Writer, "_copies", stalled)
+    refresh_names = shared.storage._batches.refresh_names
 
     async def dies_before_names(*args: Any, **kwargs: Any) -> None:
         if not CRASH.get():  # a writer that dies after its home commit refreshes no name either
             await refresh_names(*args, **kwargs)
 
-    monkeypatch.setattr(shared.writes, "_refresh_names", dies_before_names)
+    monkeypatch.setattr(shared.storage._batches, "refresh_names", dies_before_names)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

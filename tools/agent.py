@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.pipeline import Operation
+from shared.contract import ApiError
+from shared.http import Operation
 from tools.connector import ConnectorOptions, render_icon
 
 __all__ = [
@@ -76,8 +77,8 @@ class AgentOptions:
 
 def chat_operations() -> list[tuple[str, str, Operation[Any]]]:
     """(method, path, spec) of the chat tools the FunctionApp registers (the `chat` blueprint)."""
-    from devhost.server import route_prefix
-    from function_app import create_app
+    from devhost.server import route_prefix  # beside the app's own import, below
+    from function_app import create_app  # importing the app builds it: only when asked for its operations
 
     prefix = route_prefix()
     found = []
@@ -218,8 +219,6 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def build_openapi(options: AgentOptions) -> dict[str, Any]:
-    from shared.models import ApiError
-
     components: dict[str, Any] = {}
     paths: dict[str, Any] = {}
     error = _schemas(ApiError, components)
@@ -466,7 +465,7 @@ def build_manifest(options: AgentOptions) -> dict[str, Any]:
 
 def render_outline(size: int = 32) -> bytes:
     """The outline icon: the same bars in white on transparency, as Teams asks."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # Pillow (a dev dependency) only when the icons are drawn
 
     image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     draw = ImageDraw.Draw(image)

@@ -12,6 +12,7 @@ the contract's description strings), so the connector cannot drift from the func
 
 from __future__ import annotations
 
+import io
 import json
 import types
 import typing
@@ -24,8 +25,8 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from shared.models import ApiError
-from shared.pipeline import Operation
+from shared.contract import ApiError
+from shared.http import Operation
 
 __all__ = ["ConnectorOptions", "build_definition", "build_properties", "render_package", "write_package"]
 
@@ -440,9 +441,7 @@ def write_package(files: dict[str, bytes], out: Path) -> None:
 def render_icon(color: str, size: int = 230, logo: int = 160) -> bytes:
     """The logo (an insight bubble over rising bars) in white, about `logo` px inside a
     `size` square filled with the brand colour. Deterministic, so regeneration shows no diff."""
-    import io
-
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # Pillow (a dev dependency) only when the icon is drawn
 
     image = Image.new("RGB", (size, size), color)
     draw = ImageDraw.Draw(image)

@@ -268,7 +268,7 @@ def problems(
         found.append("metadata: x-ms-connector-metadata and info.x-ms-keywords are required")
     found += _properties_problems(properties)
     try:
-        from openapi_spec_validator import validate
+        from openapi_spec_validator import validate  # a dev dependency, only for this rule
 
         validate(definition)
     except Exception as exc:  # noqa: BLE001 - any validator complaint is a finding

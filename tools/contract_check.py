@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from shared.models import Page
-from shared.pipeline import Operation
+from shared.contract import Page
+from shared.http import Operation
 
 __all__ = ["BUDGET_SECONDS", "CheckResult", "acquire_token", "check_operations"]
 
@@ -178,7 +178,7 @@ def acquire_token(
     authority_host: str = "https://login.microsoftonline.com",
 ) -> str:
     """A token from Entra ID via msal (which only talks to https authorities)."""
-    import msal
+    import msal  # a laptop tool's dependency (requirements-dev.txt), only for a token from Entra ID
 
     authority = f"{authority_host.rstrip('/')}/{tenant}"
     if device_code:
@@ -214,8 +214,8 @@ def format_report(results: list[CheckResult]) -> str:
 def registered_operations() -> list[tuple[str, str, Operation[Any]]]:
     """(method, path, spec) of every connector operation the FunctionApp registers, from its
     triggers (the ingestion API is the partner's own and not part of the connector)."""
-    from devhost.server import route_prefix
-    from function_app import create_app
+    from devhost.server import route_prefix  # beside the app's own import, below
+    from function_app import create_app  # importing the app builds it: only when asked for its operations
 
     prefix = route_prefix()
     found = []

@@ -18,13 +18,23 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from shared.documents import AnyDocument, InsightDocument, parse_file
-from shared.entities import document_of, is_copy
-from shared.ingest import write_documents
-from shared.keys import RecordRef, partition_key
-from shared.points import all_points
+from extensions import POINTS
+from shared.contract import all_points, install_points
+from shared.documents import AnyDocument, InsightDocument, parse_file, validate_document
 from shared.settings import batch_settings, get_settings
-from shared.store import InsightsStore, build_table_client
+from shared.storage import (
+    InsightsStore,
+    RecordRef,
+    build_table_client,
+    claims,
+    document_of,
+    is_copy,
+    migrate_first_form,
+    partition_key,
+    refold,
+    write_documents,
+)
+from shared.storage import purge_expired as purge
 
 __all__ = ["export", "load", "migrate", "open_store", "purge_expired", "stats", "with_store"]
 
@@ -32,8 +42,6 @@ __all__ = ["export", "load", "migrate", "open_store", "purge_expired", "stats", 
 @contextlib.asynccontextmanager
 async def open_store() -> AsyncIterator[InsightsStore]:
     """A store for batch work on this event loop, its table created if missing; closed after."""
-    import extensions  # noqa: F401 - registers the extension points documents name
-
     async with InsightsStore(build_table_client(batch_settings(get_settings()))) as store:
         await store.ensure_table()
         yield store
@@ -46,6 +54,7 @@ def with_store[T](work: Callable[[InsightsStore], Awaitable[T]]) -> T:
         async with open_store() as store:
             return await work(store)
 
+    install_points(POINTS)  # what documents may name, and the partitions a record has
     return asyncio.run(run())
 
 
@@ -60,8 +69,7 @@ def load(
 ) -> int:
     """Validate every line first; an invalid file writes nothing unless `skip_bad`. Idempotent, so
     an interrupted load is simply run again."""
-    import extensions  # noqa: F401
-
+    install_points(POINTS)  # validation reads the extension points
     good: list[AnyDocument] = []
     bad = 0
     for parsed in parse_file(path):
@@ -122,16 +130,13 @@ def export(
 ) -> int:
     """JSONL that `load` accepts back unchanged. A document attached to a record and a contact
     is stored twice and exported once (from its record)."""
-    import extensions  # noqa: F401 - registers the extension points a record's partitions are of
-
+    install_points(POINTS)  # a record's partitions are one an extension point
     partitions = None
     if record is not None:
         assert tenant is not None
         partitions = _record_partitions(tenant, record)
 
     async def write_out(store: InsightsStore) -> tuple[int, int]:
-        from shared.names import claims
-
         count = 0
         with tqdm(unit="doc", desc="exporting", disable=None, file=err) as bar:
             async for entity in store.iter_entities(tenant=tenant, partitions=partitions):
@@ -151,84 +156,28 @@ def export(
     return 0
 
 
-MIGRATE_PAGE = 1000
-
-
 def migrate(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Rewrite every first-form row (`d|`, V=1) in the current form, through the write path.
+    """Rewrite every first-form row (`d|`, V=1) in the current form, through the write path
+    (`shared.storage.migrate_first_form`: resumable and idempotent), and re-fold record names
+    indexed by older folding rules."""
 
-    A migrated document gets version 0, older than any write: a writer's concurrent write of the
-    same document wins whatever the order, and where the document already exists in the current
-    form its first-form leftovers are simply deleted. Resumable and idempotent: the first-form
-    rows are the work list, and each leaves it as it is migrated; run it again after an
-    interruption, and a second run finds nothing to do."""
-    import extensions  # noqa: F401 - registers the extension points documents name
-    from shared.documents import DocumentError, validate_document
-    from shared.entities import legacy_key
-    from shared.keys import LEGACY
-    from shared.names import refold
-    from shared.writes import write
+    def validated(data: dict[str, Any]) -> tuple[InsightDocument | None, str]:
+        document, errors = validate_document(data)
+        if not isinstance(document, InsightDocument):  # a stored row is always a document
+            return None, str(errors[0]) if errors else "not a document"
+        return document.model_copy(update={"version": 0}), ""
 
-    totals: Counter[str] = Counter()
-
-    async def run(store: InsightsStore) -> None:
+    async def run(store: InsightsStore) -> Any:
         with tqdm(unit="row", desc="migrating", disable=None, file=err) as bar:
-            pages = store.table.query_entities(
-                "RowKey ge @lo and RowKey lt @hi",
-                parameters={"lo": LEGACY, "hi": LEGACY[:-1] + "}"},
-                results_per_page=MIGRATE_PAGE,
-            ).by_page()
-            async for page in pages:
-                rows = [entity async for entity in page]
-                if rows:
-                    await migrate_page(store, rows)
-                    bar.update(len(rows))
+            return await migrate_first_form(store, validated, bar.update)
 
-    async def migrate_page(store: InsightsStore, page: list[dict[str, Any]]) -> None:
-        documents = []
-        seen: dict[object, list[dict[str, Any]]] = {}
-        for entity in page:
-            try:
-                document, errors = validate_document(document_of(entity))
-            except (ValueError, KeyError, TypeError) as exc:
-                document, errors = None, [DocumentError("row", f"unreadable ({type(exc).__name__})")]
-            if not isinstance(document, InsightDocument):  # a stored row is always a document
-                totals["invalid"] += 1
-                print(f"left as it is: row {entity['RowKey']} of {entity['PartitionKey']}: {errors[0]}", file=err)
-                continue
-            key = legacy_key(entity)
-            if key not in seen:
-                documents.append(document.model_copy(update={"version": 0}))
-            seen.setdefault(key, []).append(entity)
-        report = await write(store, documents)
-        from shared.keys import home_of
-
-        for document, outcome in zip(documents, report.outcomes, strict=True):
-            rows = seen[home_of(document)]
-            if outcome.status == "stale":  # the current form exists: these rows are leftovers
-                for entity in rows:
-                    with contextlib.suppress(Exception):
-                        await store.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
-                totals["leftovers deleted"] += len(rows)
-            elif outcome.status == "failed":
-                totals["failed"] += 1
-                print(f"failed: document {document.id}: {outcome.error}", file=err)
-            else:
-                totals["migrated"] += 1
-
-    async def finish(store: InsightsStore) -> bool:
-        """Once no first-form row is left, writers stop looking for them."""
-        async for _ in store.table.query_entities(
-            "RowKey ge @lo and RowKey lt @hi", parameters={"lo": LEGACY, "hi": LEGACY[:-1] + "}"}, results_per_page=1
-        ):
-            return False
-        await store.mark_current_form_only()
-        return True
-
-    with_store(run)
+    migration = with_store(run)
+    for problem in migration.problems:
+        print(problem, file=err)
+    totals = migration.totals
     refolded, refold_failed = with_store(refold)
     totals["failed"] += refold_failed
-    if not totals["failed"] and not with_store(finish):
+    if not totals["failed"] and not migration.finished:
         print("first-form rows remain (the invalid ones above): writers keep looking for them", file=err)
     print(
         f"migrated {totals['migrated']} document(s); deleted {totals['leftovers deleted']} leftover row(s); "
@@ -241,8 +190,6 @@ def migrate(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
 
 
 def purge_expired() -> int:
-    from shared.writes import purge_expired as purge
-
     return with_store(purge)
 
 

@@ -23,6 +23,7 @@ Graph over REST with httpx; the token from azure-identity (the azd or Azure CLI 
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -124,8 +125,6 @@ def env_file_for(root: Path, explicit: str | None = None, environment: str | Non
     name = environment
     config = root / ".azure" / "config.json"
     if not name and config.exists():
-        import json
-
         name = json.loads(config.read_text(encoding="utf-8")).get("defaultEnvironment")
     if name:
         return root / ".azure" / name / ".env"

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import re
 import time
 import unicodedata
@@ -40,17 +39,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-from shared.entities import as_int, int64, parse_stored_time
-from shared.keys import LEGACY, RecordRef, enc, partition_key
+from shared.contract import all_points
+from shared.storage._entities import as_int, int64, parse_stored_time
+from shared.storage._store import DOCUMENT_ROWS
+from shared.storage._table import attempts, create, delete, delete_if_unchanged, prefix_range, put_if_unchanged, upsert
+from shared.storage.errors import Conflict
+from shared.storage.keys import LEGACY, RecordRef, enc, partition_key
 
 if TYPE_CHECKING:
-    from shared.documents import RecordName
-    from shared.store import InsightsStore
+    from shared.storage._protocols import NameLine
+    from shared.storage._store import InsightsStore
 
 __all__ = [
+    "MAX_QUERY_WORDS",
     "Found",
-    "NameConflict",
     "RecordWork",
     "claims",
     "find_records",
@@ -76,11 +80,6 @@ MAX_WORD = 24
 MAX_QUERY_WORDS = 8
 SCAN_LIMIT = 2000
 """Word rows a search reads at most (a one-letter word of a large tenant's names)."""
-RETRIES = 10
-
-
-class NameConflict(Exception):
-    """The refresh kept losing to concurrent ones: the caller reports the items failed."""
 
 
 def names_partition(tenant: str) -> str:
@@ -152,17 +151,14 @@ class _Doc:
 async def _record_documents(store: InsightsStore, tenant: str, record_type: str, record_id: str) -> list[_Doc]:
     """The record's live documents (every extension point it can have documents of), as far as
     the name needs them. Concurrent queries, one a partition."""
-    from shared.points import all_points
-    from shared.store import _DOCUMENT_ROWS
-
     ref = RecordRef.record(record_type, record_id)
     now = datetime.now(UTC)
 
     async def one(pk: str) -> list[_Doc]:
         found = []
-        async for entity in store.table.query_entities(
+        async for entity in store.table.query(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-            parameters={"pk": pk, "lo": _DOCUMENT_ROWS[0], "hi": _DOCUMENT_ROWS[1]},
+            {"pk": pk, "lo": DOCUMENT_ROWS[0], "hi": DOCUMENT_ROWS[1]},
             select=["RowKey", "Ver", "Name", "Url", "Crm", "Org", "Exp"],
         ):
             expires = parse_stored_time(entity.get("Exp") or "")
@@ -258,7 +254,7 @@ async def refresh(
     record_id: str,
     *,
     named: bool = True,
-    claim: RecordName | None = None,
+    claim: NameLine | None = None,
     forget_claim: bool = False,
 ) -> RefreshResult:
     """Make the record's entry say what its documents (and claim) say now.
@@ -267,12 +263,10 @@ async def refresh(
     (no entry, no claim) stays unknown after one read. `claim` stores a name given on its own
     (unless an equal or newer one is stored); `forget_claim` removes it (the record's documents
     were deleted)."""
-    from azure.core import MatchConditions
-
     pk = names_partition(tenant)
     suffix = _suffix(record_type, record_id)
     result = RefreshResult()
-    for attempt in range(RETRIES):
+    async for _ in attempts():
         entry, stored_claim = await _entry_and_claim(store, pk, suffix)
         if entry is None and stored_claim is None and not named and claim is None:
             return result
@@ -294,10 +288,10 @@ async def refresh(
                     "Url": claim.recordUrl or "",
                     "Ver": int64(version),
                 }
-                ops.append(_conditional(row, stored_claim))
+                ops.append(put_if_unchanged(row, stored_claim.metadata["etag"] if stored_claim is not None else None))
                 effective = {"Name": claim.recordName, "Url": claim.recordUrl or "", "Ver": version}
         elif forget_claim and stored_claim is not None:
-            ops.append(_conditional_delete(pk, CLAIM + suffix, stored_claim))
+            ops.append(delete_if_unchanged(pk, CLAIM + suffix, stored_claim.metadata["etag"]))
             effective = None
         want = _desired(await _record_documents(store, tenant, record_type, record_id), effective)
         if entry is not None:
@@ -307,85 +301,38 @@ async def refresh(
             else:
                 keep = set(want.words) if want is not None else set()
                 digest = _digest(record_type, record_id)
-                ops += [
-                    ("delete", {"PartitionKey": pk, "RowKey": f"{WORD}{enc(w)}|{digest}"})
-                    for w in old_words
-                    if w not in keep
-                ]
+                ops += [delete(pk, f"{WORD}{enc(w)}|{digest}") for w in old_words if w not in keep]
                 if want is None:
-                    ops.append(_conditional_delete(pk, ENTRY + suffix, entry))
+                    ops.append(delete_if_unchanged(pk, ENTRY + suffix, entry.metadata["etag"]))
                 else:
-                    ops.append(
-                        (
-                            "update",
-                            _entry(pk, record_type, record_id, want),
-                            {
-                                "mode": "replace",
-                                "etag": entry.metadata["etag"],
-                                "match_condition": MatchConditions.IfNotModified,
-                            },
-                        )
-                    )
-                    ops += [
-                        ("upsert", row, {"mode": "replace"}) for row in _word_rows(pk, record_type, record_id, want)
-                    ]
+                    ops.append(put_if_unchanged(_entry(pk, record_type, record_id, want), entry.metadata["etag"]))
+                    ops += [upsert(row) for row in _word_rows(pk, record_type, record_id, want)]
         elif want is not None:
-            ops.append(("create", _entry(pk, record_type, record_id, want)))
-            ops += [("upsert", row, {"mode": "replace"}) for row in _word_rows(pk, record_type, record_id, want)]
+            ops.append(create(_entry(pk, record_type, record_id, want)))
+            ops += [upsert(row) for row in _word_rows(pk, record_type, record_id, want)]
         if not ops:
             return result
         if any(op[0] == "create" for op in ops):  # the tenant has names from now on
-            ops.append(("upsert", {"PartitionKey": pk, "RowKey": MARKER}, {"mode": "replace"}))
+            ops.append(upsert({"PartitionKey": pk, "RowKey": MARKER}))
         try:
-            await store.table.submit_transaction(ops)
-        except Exception as exc:
-            if getattr(exc, "status_code", None) in (404, 409, 412):
-                await asyncio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311 - jitter
-                continue
-            raise
+            await store.table.submit(ops)
+        except Conflict:
+            continue
         result.changed = True
         return result
-    raise NameConflict(f"the name index of {record_type} {record_id} kept changing under this write")
-
-
-def _conditional(row: dict[str, Any], stored: Any) -> tuple[Any, ...]:
-    if stored is None:
-        return ("create", row)
-    from azure.core import MatchConditions
-
-    return (
-        "update",
-        row,
-        {"mode": "replace", "etag": stored.metadata["etag"], "match_condition": MatchConditions.IfNotModified},
-    )
-
-
-def _conditional_delete(pk: str, row: str, stored: Any) -> tuple[Any, ...]:
-    from azure.core import MatchConditions
-
-    return (
-        "delete",
-        {"PartitionKey": pk, "RowKey": row},
-        {"etag": stored.metadata["etag"], "match_condition": MatchConditions.IfNotModified},
-    )
+    raise Conflict(f"the name index of {record_type} {record_id} kept changing under this write")
 
 
 async def _has_names(store: InsightsStore, tenant: str) -> bool:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        await store.table.get_entity(names_partition(tenant), MARKER, select=["RowKey"])
-    except ResourceNotFoundError:
-        return False
-    return True
+    return await store.table.get(names_partition(tenant), MARKER, select=["RowKey"]) is not None
 
 
 async def _entry_and_claim(store: InsightsStore, pk: str, suffix: str) -> tuple[Any, Any]:
     """The record's entry and claim, as they are now, with their ETags: one query."""
     entry = claim = None
-    async for entity in store.table.query_entities(
+    async for entity in store.table.query(
         "PartitionKey eq @pk and ( RowKey eq @entry or RowKey eq @claim )",
-        parameters={"pk": pk, "entry": ENTRY + suffix, "claim": CLAIM + suffix},
+        {"pk": pk, "entry": ENTRY + suffix, "claim": CLAIM + suffix},
     ):
         if entity["RowKey"].startswith(ENTRY):
             entry = entity
@@ -400,7 +347,7 @@ class RecordWork:
     whether its claim goes (its documents were deleted)."""
 
     named: bool = False
-    claim: RecordName | None = None
+    claim: NameLine | None = None
     forget_claim: bool = False
 
 
@@ -462,16 +409,17 @@ async def find_records(
     (case and accents aside). Best first: most words matched whole, then the shorter name."""
     wanted = words_of(text, MAX_QUERY_WORDS)
     if not wanted:
-        raise ValueError("has no letters or digits to look for")
+        return []  # nothing to look for (the chat tool refuses such a name before it asks)
     probe = max(wanted, key=len)
     pk = names_partition(tenant)
     found: dict[tuple[str, str], Found] = {}
     seen = 0
-    async for row in store.table.query_entities(
+    lo, hi = prefix_range(f"{WORD}{enc(probe)}")
+    async for row in store.table.query(
         "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-        parameters={"pk": pk, "lo": f"{WORD}{enc(probe)}", "hi": f"{WORD}{enc(probe)}~"},
+        {"pk": pk, "lo": lo, "hi": hi},
         select=["Type", "RecordId", "Name", "Url", "Crm", "Org", "Words"],
-        results_per_page=1000,
+        page_size=1000,
     ):
         seen += 1
         if seen > SCAN_LIMIT:
@@ -500,14 +448,11 @@ async def refold(store: InsightsStore) -> tuple[int, int]:
     read of the table's entry rows (`manage.py migrate`), then a refresh of each such record.
     Returns (entries re-folded, refreshes that failed: run it again)."""
     stale: set[tuple[str, str, str]] = set()
-    async for row in store.table.query_entities(
-        "RowKey ge @lo and RowKey lt @hi",
-        parameters={"lo": ENTRY, "hi": ENTRY[:-1] + "}"},
-        select=["PartitionKey", "Type", "RecordId", "Fold"],
+    lo, hi = prefix_range(ENTRY)
+    async for row in store.table.query(
+        "RowKey ge @lo and RowKey lt @hi", {"lo": lo, "hi": hi}, select=["PartitionKey", "Type", "RecordId", "Fold"]
     ):
         if row["PartitionKey"].endswith(f"|{NAMES}") and as_int(row.get("Fold")) < FOLD_VERSION:
-            from urllib.parse import unquote
-
             stale.add((unquote(row["PartitionKey"].rsplit("|", 1)[0]), row["Type"], row["RecordId"]))
     results = await refresh_many(store, {record: RecordWork(named=True) for record in stale})
     failed = sum(isinstance(result, Exception) for result in results.values())
@@ -516,8 +461,6 @@ async def refold(store: InsightsStore) -> tuple[int, int]:
 
 def records_of(keys: Iterable[str]) -> set[tuple[str, str, str]]:
     """(tenant, recordType, recordId) of record partitions among PartitionKeys (decoded)."""
-    from urllib.parse import unquote
-
     out = set()
     for pk in keys:
         parts = pk.split("|")
@@ -528,12 +471,9 @@ def records_of(keys: Iterable[str]) -> set[tuple[str, str, str]]:
 
 async def record_entry(store: InsightsStore, tenant: str, record_type: str, record_id: str) -> Found | None:
     """The record's entry (its name and URL), or None when the index does not know it."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        async with store.gate.slot():
-            row = await store.table.get_entity(names_partition(tenant), ENTRY + _suffix(record_type, record_id))
-    except ResourceNotFoundError:
+    async with store.gate.slot():
+        row = await store.table.get(names_partition(tenant), ENTRY + _suffix(record_type, record_id))
+    if row is None:
         return None
     return Found(
         record_type,
@@ -551,7 +491,8 @@ async def claims(
 ) -> list[dict[str, Any]]:
     """Names given on their own, as the lines `load` accepts back (one tenant, one record, or
     every tenant: a scan of the table, for export)."""
-    params: dict[str, Any] = {"lo": CLAIM, "hi": CLAIM[:-1] + "}"}
+    lo, hi = prefix_range(CLAIM)
+    params: dict[str, Any] = {"lo": lo, "hi": hi}
     if record is not None and tenant is not None:
         params = {"lo": CLAIM + _suffix(*record), "hi": CLAIM + _suffix(*record) + "|"}
     query = "RowKey ge @lo and RowKey lt @hi"
@@ -559,7 +500,7 @@ async def claims(
         query = "PartitionKey eq @pk and " + query
         params["pk"] = names_partition(tenant)
     lines = []
-    async for row in store.table.query_entities(query, parameters=params):
+    async for row in store.table.query(query, params):
         if not row.get("Tenant"):
             continue
         line = {

@@ -10,8 +10,8 @@ import math
 import time
 from collections.abc import AsyncIterator
 
-from shared.deadline import current_deadline
-from shared.errors import ServiceUnavailable
+from shared.runtime import current_deadline
+from shared.storage.errors import OutOfTime
 
 __all__ = ["ReadGate"]
 
@@ -23,7 +23,7 @@ class ReadGate:
     A saturated store serves concurrent requests unevenly: some wait many times the average while
     others pass, and those miss the answer budget. Queued here instead, every request waits about
     the average and the oldest goes next. A read whose deadline has passed is never admitted: it
-    is answered 503 at once, and a waiter whose request is cancelled at its deadline leaves the
+    is refused at once (OutOfTime: a 503 to the caller), and a waiter whose request is cancelled at its deadline leaves the
     queue (or passes on a slot it was just handed) without reaching the store."""
 
     def __init__(self, limit: int) -> None:
@@ -86,8 +86,4 @@ def _admit_only_in_time(release: ReadGate | None = None) -> None:
     if at is not None and time.perf_counter() >= at:
         if release is not None:
             release._hand_over()
-        raise ServiceUnavailable(
-            "The service could not answer in time; retry shortly.",
-            retry_after=2,
-            log_detail="the request budget ran out before a storage read could start",
-        )
+        raise OutOfTime("the request budget ran out before a storage read could start")

@@ -10,12 +10,19 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, StringConstraints
 
-from shared import normalize
-from shared.models import wire
-from shared.params import DEFAULT_TOP, CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, Skip, Top
-from shared.store import RecordRef
+from shared.contract import normalize
+from shared.contract._models import wire
+from shared.contract._params import DEFAULT_TOP, CrmTypeIn, OrgUrlIn, RecordIdIn, RecordTypeIn, RequestModel, Skip, Top
 
-__all__ = ["MAX_PARTICIPANTS", "MAX_RELATED_ENTITIES", "EmailModel", "RelatedEntities", "RelatedEntity", "participants"]
+__all__ = [
+    "MAX_PARTICIPANTS",
+    "MAX_RELATED_ENTITIES",
+    "EmailModel",
+    "EmailThreadRequest",
+    "RelatedEntities",
+    "RelatedEntity",
+    "participants",
+]
 
 MAX_PARTICIPANTS = 50
 MAX_RELATED_ENTITIES = 20
@@ -77,8 +84,9 @@ class RelatedEntity(RequestModel):
     )
 
 
-def participants(email: EmailModel) -> list[RecordRef]:
-    """Contact partitions of the thread's sender and recipients (`from`, `to`, `cc`), each once."""
+def participants(email: EmailModel) -> list[str]:
+    """The addresses of the thread's sender and recipients (`from`, `to`, `cc`), each once, in
+    their one spelling (at most MAX_PARTICIPANTS)."""
     seen: list[str] = []
     for raw in [email.from_ or "", *email.to, *email.cc]:
         address = normalize.email_address(raw)
@@ -86,7 +94,7 @@ def participants(email: EmailModel) -> list[RecordRef]:
             seen.append(address)
         if len(seen) >= MAX_PARTICIPANTS:
             break
-    return [RecordRef.contact(a) for a in seen]
+    return seen
 
 
 RelatedEntities = Annotated[list[RelatedEntity], Field(max_length=MAX_RELATED_ENTITIES)]

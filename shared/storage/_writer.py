@@ -31,17 +31,16 @@ document. All of its rules are here.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from shared.deadline import current_deadline
-from shared.entities import (
+from shared.contract import format_stored
+from shared.runtime import current_deadline
+from shared.storage._entities import (
     IndexState,
     data_entity,
     digest_of,
@@ -50,32 +49,29 @@ from shared.entities import (
     legacy_key,
     parse_stored_time,
 )
-from shared.keys import (
-    EXPIRY,
-    INDEX,
-    LEGACY,
-    DocKey,
-    enc,
-    expiry_partition,
-    home_of,
-    twin_of,
+from shared.storage._expiry import list_expiry
+from shared.storage._names import RecordWork, records_of, refresh_many
+from shared.storage._table import (
+    MAX_TRANSACTION,
+    attempts,
+    delete,
+    describe,
+    prefix_range,
+    put_if_unchanged,
+    upsert,
 )
-from shared.models import format_stored
+from shared.storage.errors import Conflict, StorageError, Unavailable
+from shared.storage.keys import LEGACY, DocKey, twin_of
 
 if TYPE_CHECKING:
-    from shared.documents import InsightDocument
-    from shared.store import InsightsStore
+    from shared.storage._protocols import Document
+    from shared.storage._store import InsightsStore
 
-__all__ = ["Change", "Outcome", "WriteReport", "Writer"]
+__all__ = ["Change", "Outcome", "WriteReport", "Writer", "refresh_names"]
 
-MAX_TRANSACTION = 100
-"""Operations in one entity group transaction (Azure's limit; Azurite answers more with a bare
-protocol error)."""
-CONFLICT_RETRIES = 10
 RESERVE_SECONDS = 2.0
 """Time kept back from the request's budget: no new storage call starts with less left, so the
 caller still gets the per-item report."""
-_CONFLICTS = {404, 409, 412}
 POINT_READS = 8
 """A partition's lookup for up to this many documents is point reads (the cheapest request on
 Azure, and on Azurite, which answers a query by scanning); for more, one RowKey range query."""
@@ -96,7 +92,7 @@ class Change:
     """One document's write (`doc`) or delete (`doc` None) at its home."""
 
     key: DocKey
-    doc: InsightDocument | None = None
+    doc: Document | None = None
     version: int | None = None
     expired_by: datetime | None = None
     """A purge: delete only if the stored document has expired by this instant."""
@@ -118,10 +114,6 @@ class WriteReport:
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
-
-
-class _Transient(Exception):
-    """Storage failed for a reason other than a conflict: reported, not retried here."""
 
 
 @dataclass
@@ -165,7 +157,7 @@ class Writer:
         if self.optimistic:
             try:
                 self.optimistic = not await self.store.first_form_possible()  # else they must be looked for
-            except Exception:  # noqa: BLE001 - the lookups will meet the same trouble and report it
+            except StorageError:  # the lookups will meet the same trouble and report it
                 self.optimistic = False
         if not self.optimistic:
             # One lookup per partition touched. Each partition's step looks its own partition
@@ -194,7 +186,7 @@ class Writer:
     async def _prefetch(self, pk: str, keys: set[DocKey]) -> None:
         try:
             self._prefetched[pk] = await self._lookup(pk, keys)
-        except _Transient:
+        except StorageError:
             pass  # the partition's own step looks again and reports
 
     # ---- lookups -----------------------------------------------------------------------------
@@ -206,37 +198,24 @@ class Writer:
         self._check_time()
         index: dict[str, IndexState] = {}
         legacy: dict[DocKey, list[dict[str, Any]]] = defaultdict(list)
-        try:
-            if await self.store.first_form_possible():
-                query = "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey le @ihi ) )"
-            elif len(rows) <= POINT_READS:
-                for row, entity in zip(
-                    rows, await asyncio.gather(*(self._point_read(pk, r) for r in rows)), strict=True
-                ):
-                    if entity is not None:
-                        index[row] = IndexState.from_entity(entity)
-                return _PartitionState(index, legacy)
+        if await self.store.first_form_possible():
+            query = "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey le @ihi ) )"
+        elif len(rows) <= POINT_READS:
+            for row, entity in zip(rows, await asyncio.gather(*(self.table.get(pk, r) for r in rows)), strict=True):
+                if entity is not None:
+                    index[row] = IndexState.from_entity(entity)
+            return _PartitionState(index, legacy)
+        else:
+            query = "PartitionKey eq @pk and RowKey ge @ilo and RowKey le @ihi"
+        dlo, dhi = prefix_range(LEGACY)
+        async for entity in self.table.query(
+            query, {"pk": pk, "dlo": dlo, "dhi": dhi, "ilo": rows[0], "ihi": rows[-1]}
+        ):
+            if is_legacy_row(entity["RowKey"]):
+                legacy[legacy_key(entity)].append(entity)
             else:
-                query = "PartitionKey eq @pk and RowKey ge @ilo and RowKey le @ihi"
-            async for entity in self.table.query_entities(
-                query,
-                parameters={"pk": pk, "dlo": LEGACY, "dhi": LEGACY[:-1] + "}", "ilo": rows[0], "ihi": rows[-1]},
-            ):
-                if is_legacy_row(entity["RowKey"]):
-                    legacy[legacy_key(entity)].append(entity)
-                else:
-                    index[entity["RowKey"]] = IndexState.from_entity(entity)
-        except Exception as exc:
-            raise _Transient(_describe(exc)) from exc
+                index[entity["RowKey"]] = IndexState.from_entity(entity)
         return _PartitionState(index, legacy)
-
-    async def _point_read(self, pk: str, row: str) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            return await self.table.get_entity(pk, row)
-        except ResourceNotFoundError:
-            return None
 
     async def _state(self, pk: str, keys: Iterable[DocKey], fresh: bool) -> _PartitionState:
         if not fresh and self.optimistic:
@@ -251,11 +230,11 @@ class Writer:
 
     async def _home(self, pk: str, changes: list[Change]) -> None:
         pending = changes
-        for attempt in range(CONFLICT_RETRIES):
+        async for attempt in attempts():
             try:
                 state = await self._state(pk, [c.key for c in pending], fresh=attempt > 0)
-            except _Transient as exc:
-                _fail(pending, str(exc))
+            except StorageError as exc:
+                _fail(pending, describe(exc))
                 return
             batch: list[tuple[Change, list[tuple[Any, ...]], dict[str, Any]]] = []
             for change in pending:
@@ -265,7 +244,6 @@ class Writer:
             pending = await self._submit(pk, batch, home=True)
             if not pending:
                 return
-            await asyncio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311 - jitter
         _fail(pending, "the document changed under this write too many times in a row; send it again")
 
     def _plan_home(
@@ -299,13 +277,13 @@ class Writer:
         ops: list[tuple[Any, ...]] = []
         row = key.data_row(pk, doc.dateTime) if doc is not None else ""
         if state.row and state.row != row:
-            ops.append(("delete", {"PartitionKey": pk, "RowKey": state.row}))
-        ops += [("delete", {"PartitionKey": pk, "RowKey": old}) for old in state.legacy_rows]
+            ops.append(delete(pk, state.row))
+        ops += [delete(pk, old) for old in state.legacy_rows]
         if doc is not None:
-            ops.append(("upsert", data_entity(doc, key, pk, version, twin), {"mode": "replace"}))
+            ops.append(upsert(data_entity(doc, key, pk, version, twin)))
         expiry = format_stored(doc.expiresAt) if doc is not None and doc.expiresAt else ""
         index = index_entity(key, pk, row=row, version=version, twin=twin, gone=gone, expires=expiry, digest=digest)
-        ops.append(_put_index(index, state))
+        ops.append(put_if_unchanged(index, state.etag))
         change.committed, change.twin, change.gone = version, twin, sorted(gone)
         return ops, index
 
@@ -320,15 +298,15 @@ class Writer:
             ops = [op for _, change_ops, _ in members for op in change_ops]
             try:
                 self._check_time()
-                results = await self.table.submit_transaction(ops)
-            except Exception as exc:  # noqa: BLE001 - classified: conflicts retried, the rest reported
-                if getattr(exc, "status_code", None) in _CONFLICTS:
-                    conflicted += [change for change, _, _ in members]
-                    self.conflicts += len(members)
-                    continue
+                results = await self.table.submit(ops)
+            except Conflict:  # retried on fresh state
+                conflicted += [change for change, _, _ in members]
+                self.conflicts += len(members)
+                continue
+            except StorageError as exc:  # reported
                 for change, _, _ in members:
                     where = "at home" if home else "in its copy's partition"
-                    change.outcome = Outcome("failed", None, f"not written {where}: {_describe(exc)}", label)
+                    change.outcome = Outcome("failed", None, f"not written {where}: {describe(exc)}", label)
                 continue
             self.transactions += 1
             position = 0
@@ -355,11 +333,11 @@ class Writer:
 
     async def _copy_partition(self, pk: str, tasks: list[tuple[Change, bool]]) -> None:
         pending = tasks
-        for attempt in range(CONFLICT_RETRIES):
+        async for attempt in attempts():
             try:
                 state = await self._state(pk, [c.key for c, _ in pending], fresh=attempt > 0)
-            except _Transient as exc:
-                _fail([c for c, _ in pending], f"its copy was not written: {exc}")
+            except StorageError as exc:
+                _fail([c for c, _ in pending], f"its copy was not written: {describe(exc)}")
                 return
             batch: list[tuple[Change, list[tuple[Any, ...]], dict[str, Any]]] = []
             for change, put in pending:
@@ -371,7 +349,6 @@ class Writer:
             pending = [(c, put) for c, put in pending if id(c) in retry]
             if not pending:
                 return
-            await asyncio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311 - jitter
         _fail([c for c, _ in pending], "its copy changed under this write too many times in a row; send it again")
 
     async def _forget_gone(self, change: Change) -> None:
@@ -379,42 +356,24 @@ class Writer:
         nothing has been written there since: else the later writer carries them on)."""
         if change.home_index is None or change.outcome is None or change.outcome.status != "written":
             return
-        from azure.core import MatchConditions
-
-        index = {**change.home_index, "Gone": "[]"}
+        if change.home_etag is None:
+            return
         try:
-            await self.table.update_entity(
-                index, mode="replace", etag=change.home_etag, match_condition=MatchConditions.IfNotModified
-            )
-        except Exception:  # noqa: BLE001 - a later writer (or a re-send) cleans them again
+            await self.table.replace_if_unchanged({**change.home_index, "Gone": "[]"}, change.home_etag)
+        except StorageError:  # a later writer (or a re-send) cleans them again
             return
 
-    # ---- expiry index --------------------------------------------------------------------------
+    # ---- expiry index ----------------------------------------------------------------------
 
     async def _list_expiry(self, changes: list[Change]) -> None:
-        days: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        """List each expiring document under its day before its write commits; a change whose
+        entry could not be listed is not written either (reported failed)."""
+        failed = await list_expiry(
+            self.table, [(c.key, c.doc.expiresAt) for c in changes if c.doc and c.doc.expiresAt], self._check_time
+        )
         for change in changes:
-            assert change.doc is not None and change.doc.expiresAt is not None
-            days[expiry_partition(change.doc.expiresAt)].append(
-                {
-                    "PartitionKey": expiry_partition(change.doc.expiresAt),
-                    "RowKey": _expiry_row(change.key),
-                    "Home": change.key.home,
-                    "Id": change.key.id,
-                    "Exp": format_stored(change.doc.expiresAt),
-                }
-            )
-        for entries in days.values():
-            for start in range(0, len(entries), MAX_TRANSACTION):
-                ops = [("upsert", e, {"mode": "replace"}) for e in entries[start : start + MAX_TRANSACTION]]
-                try:
-                    self._check_time()
-                    await self.table.submit_transaction(ops)
-                except Exception as exc:  # noqa: BLE001 - those documents are not written either
-                    failed = {e["RowKey"] for e in entries[start : start + MAX_TRANSACTION]}
-                    for change in changes:
-                        if _expiry_row(change.key) in failed and change.outcome is None:
-                            change.outcome = Outcome("failed", None, f"expiry index not written: {_describe(exc)}")
+            if change.key in failed and change.outcome is None:
+                change.outcome = Outcome("failed", None, f"expiry index not written: {failed[change.key]}")
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -426,33 +385,23 @@ class Writer:
     def _check_time() -> None:
         at = current_deadline()
         if at is not None and at - time.perf_counter() < RESERVE_SECONDS:
-            raise _Transient("not attempted: the request's time ran out")
+            raise Unavailable("not attempted: the request's time ran out")
 
 
 def _plan_copy(pk: str, change: Change, put: bool, state: IndexState) -> list[tuple[Any, ...]]:
     version = change.committed
     if state.exists and state.version >= version:
-        return [("delete", {"PartitionKey": pk, "RowKey": old}) for old in state.legacy_rows]
+        return [delete(pk, old) for old in state.legacy_rows]
     key, doc = change.key, change.doc
     ops: list[tuple[Any, ...]] = []
     row = key.data_row(pk, doc.dateTime) if put and doc is not None else ""
     if state.row and state.row != row:
-        ops.append(("delete", {"PartitionKey": pk, "RowKey": state.row}))
-    ops += [("delete", {"PartitionKey": pk, "RowKey": old}) for old in state.legacy_rows]
+        ops.append(delete(pk, state.row))
+    ops += [delete(pk, old) for old in state.legacy_rows]
     if put and doc is not None:
-        ops.append(("upsert", data_entity(doc, key, pk, version, key.home), {"mode": "replace"}))
-    ops.append(_put_index(index_entity(key, pk, row=row, version=version, twin=key.home), state))
+        ops.append(upsert(data_entity(doc, key, pk, version, key.home)))
+    ops.append(put_if_unchanged(index_entity(key, pk, row=row, version=version, twin=key.home), state.etag))
     return ops
-
-
-def _put_index(index: dict[str, Any], state: IndexState) -> tuple[Any, ...]:
-    """Create the index entity if there is none (fails if one appeared), else replace it only
-    if unchanged since it was read (fails on a concurrent writer's change)."""
-    if not state.exists:
-        return ("create", index)
-    from azure.core import MatchConditions
-
-    return ("update", index, {"mode": "replace", "etag": state.etag, "match_condition": MatchConditions.IfNotModified})
 
 
 def _transactions(batch: list[Any]) -> list[list[Any]]:
@@ -484,73 +433,15 @@ def _fail(changes: Iterable[Change], error: str) -> None:
             change.outcome = Outcome("failed", None, error, change.outcome.transaction if change.outcome else None)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", "") or exc).splitlines()[0] if str(exc) else ""
-    status = getattr(exc, "status_code", None)
-    return f"{type(exc).__name__}" + (f" {status}" if status else "") + (f": {text[:160]}" if text else "")
-
-
-def _expiry_row(key: DocKey) -> str:
-    return hashlib.sha256(f"{key.home}\n{key.id}".encode()).hexdigest()
-
-
-# ---- what the callers use ----------------------------------------------------------------------
-
-
-def changes_of(documents: Sequence[InsightDocument]) -> tuple[list[Change], list[int]]:
-    """One change a document, the last occurrence of a document winning as if sent alone;
-    `positions[i]` is the change that decides document i."""
-    last: dict[DocKey, int] = {}
-    keys = [home_of(doc) for doc in documents]
-    for i, key in enumerate(keys):
-        last[key] = i
-    order = sorted(set(last.values()))
-    index_of = {i: n for n, i in enumerate(order)}
-    changes = [Change(keys[i], documents[i], documents[i].version) for i in order]
-    return changes, [index_of[last[key]] for key in keys]
-
-
-async def write(
-    store: InsightsStore, documents: Sequence[InsightDocument], concurrency: int = 16, optimistic: bool = False
-) -> WriteReport:
-    """Write validated documents; one outcome per document, in order."""
-    changes, positions = changes_of(documents)
-    writer = Writer(store, concurrency, optimistic)
-    await writer.apply(changes)
-    await _refresh_names(store, changes, concurrency)
-    outcomes = [changes[p].outcome or Outcome("failed", None, "not attempted") for p in positions]
-    partitions = len({c.key.home for c in changes} | {twin_of(c.doc) for c in changes if c.doc and twin_of(c.doc)})
-    return WriteReport(outcomes, partitions, writer.transactions, writer.conflicts)
-
-
-async def delete(
-    store: InsightsStore,
-    keys: Sequence[DocKey],
-    version: int | None = None,
-    forget_claims: Sequence[tuple[str, str, str]] = (),
-) -> WriteReport:
-    """Delete documents by identity (each a versioned change: a tombstone stays behind).
-    `forget_claims`: records whose name given on its own goes too (a record's delete)."""
-    changes = [Change(key, None, version) for key in dict.fromkeys(keys)]
-    writer = Writer(store)
-    await writer.apply(changes)
-    await _refresh_names(store, changes, 16, forget_claims)
-    return WriteReport(
-        [c.outcome or Outcome("failed") for c in changes], len({k.home for k in keys}), writer.transactions
-    )
-
-
-async def _refresh_names(
+async def refresh_names(
     store: InsightsStore,
     changes: Sequence[Change],
     concurrency: int,
     forget_claims: Sequence[tuple[str, str, str]] = (),
 ) -> None:
-    """Bring the name index (`shared.names`) up to date for every record the changes touched.
+    """Bring the name index (`_names`) up to date for every record the changes touched.
     A record whose refresh fails has its written items reported failed: re-sent, they refresh it
     again (the index converges like a copy does)."""
-    from shared.names import RecordWork, records_of, refresh_many
-
     work: dict[tuple[str, str, str], RecordWork] = {}
     touched: dict[tuple[str, str, str], list[Change]] = defaultdict(list)
     for change in changes:
@@ -565,57 +456,7 @@ async def _refresh_names(
     results = await refresh_many(store, work, concurrency)
     for record, result in results.items():
         if isinstance(result, Exception):
-            error = f"name index not updated: {_describe(result)}"
+            error = f"name index not updated: {describe(result)}"
             for change in touched[record]:
                 if change.outcome is not None and change.outcome.status in ("written", "kept"):
                     change.outcome = Outcome("failed", None, error, change.outcome.transaction)
-
-
-async def documents_in(store: InsightsStore, pk: str) -> list[DocKey]:
-    """Every live document reachable through a partition: its own, and (in a contact's) the
-    records' documents whose copy is there."""
-    found: dict[DocKey, None] = {}
-    async for entity in store.table.query_entities(
-        "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey lt @ihi ) )",
-        parameters={"pk": pk, "dlo": LEGACY, "dhi": LEGACY[:-1] + "}", "ilo": INDEX, "ihi": INDEX[:-1] + "}"},
-        select=["PartitionKey", "RowKey", "Id", "Row", "Twin", "RecordType", "RecordId"],
-    ):
-        if is_legacy_row(entity["RowKey"]):
-            found[legacy_key(entity)] = None
-        elif entity.get("Row"):
-            copy = entity["RowKey"] != INDEX + enc(entity["Id"])
-            found[DocKey(entity["Twin"] if copy else pk, entity["Id"])] = None
-    return list(found)
-
-
-async def purge_expired(store: InsightsStore, now: datetime | None = None) -> int:
-    """Delete the documents the expiry index lists for days up to `now` that have expired by
-    then (re-checked against each document's index entity); returns how many went."""
-    now = now or datetime.now(UTC)
-    cutoff = format_stored(now)
-    deleted = 0
-    pages = store.table.query_entities(
-        "PartitionKey ge @lo and PartitionKey le @hi and Exp le @cutoff",
-        parameters={"lo": EXPIRY, "hi": expiry_partition(now), "cutoff": cutoff},
-        results_per_page=1000,
-    ).by_page()
-    async for page in pages:  # a page at a time: a backlog never sits in memory whole
-        chunk = [entry async for entry in page]
-        work = [Change(key, None, None, expired_by=now) for key in {DocKey(e["Home"], e["Id"]): None for e in chunk}]
-        await Writer(store).apply(work)
-        await _refresh_names(store, [c for c in work if c.outcome is not None and c.outcome.status == "written"], 16)
-        deleted += sum(c.outcome is not None and c.outcome.status == "written" for c in work)
-        done = {_expiry_row(c.key) for c in work if c.outcome is not None and c.outcome.status != "failed"}
-        by_day: dict[str, list[str]] = defaultdict(list)
-        for entry in chunk:
-            if entry["RowKey"] in done:
-                by_day[entry["PartitionKey"]].append(entry["RowKey"])
-        for pk, rows in by_day.items():
-            for first in range(0, len(rows), MAX_TRANSACTION):
-                await store.table.submit_transaction(
-                    [("delete", {"PartitionKey": pk, "RowKey": row}) for row in rows[first : first + MAX_TRANSACTION]]
-                )
-    return deleted
-
-
-__all__ += ["changes_of", "delete", "documents_in", "purge_expired", "write"]

@@ -4,23 +4,23 @@ Every entity carries `V`, its schema version. A reader accepts every version up 
 writers write only the current one.
 
     V=1  the first form: `d|` rows, 13-digit millisecond keys, no index entity, no version
-    V=2  `e|` rows and `i|` index entities (shared.keys), a document version `Ver` on both
+    V=2  `e|` rows and `i|` index entities (shared.storage.keys), a document version `Ver` on both
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.keys import LEGACY, DocKey, RecordRef, inverted_ticks, is_contact_partition
-from shared.models import format_stored
+from shared.contract import format_stored, format_utc, parse_instant
+from shared.storage.keys import LEGACY, DocKey, RecordRef, inverted_ticks, is_contact_partition
 
 if TYPE_CHECKING:
-    from shared.documents import InsightDocument
+    from shared.storage._protocols import Document
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -34,17 +34,12 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
-_SHORT_YEAR = re.compile(r"^(\d{1,3})-")
 
 
 def parse_stored_time(value: str) -> datetime | None:
     """A stored `DateTime`/`Exp` as an instant: either width, a year written without its zeros
-    (the first form wrote year 1 as `1-01-01...`), `Z` or an offset. Empty: None."""
-    if not value:
-        return None
-    value = _SHORT_YEAR.sub(lambda m: m.group(1).zfill(4) + "-", value)
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    (the first form wrote year 1 as `1-01-01...`), `Z` or an offset, none meaning UTC. Empty: None."""
+    return parse_instant(value, missing_zone="utc", short_years=True) if value else None
 
 
 def as_int(value: Any) -> int:
@@ -53,7 +48,7 @@ def as_int(value: Any) -> int:
 
 
 def int64(value: int) -> Any:
-    from azure.data.tables import EdmType, EntityProperty
+    from azure.data.tables import EdmType, EntityProperty  # with the first write: readers never need it
 
     return EntityProperty(value, EdmType.INT64)
 
@@ -62,7 +57,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def data_entity(doc: InsightDocument, key: DocKey, pk: str, version: int, twin: str) -> dict[str, Any]:
+def data_entity(doc: Document, key: DocKey, pk: str, version: int, twin: str) -> dict[str, Any]:
     """A document's row in partition `pk` (its home, or its copy's partition)."""
     return {
         "PartitionKey": pk,
@@ -149,11 +144,9 @@ def index_entity(
     }
 
 
-def digest_of(doc: InsightDocument) -> str:
+def digest_of(doc: Document) -> str:
     """What a document says, apart from its version: an identical re-send without a version is
     recognised and changes nothing."""
-    import hashlib
-
     content = doc.to_json()
     content.pop("version", None)
     return hashlib.sha256(_json(content).encode()).hexdigest()[:32]
@@ -193,8 +186,6 @@ def document_of(entity: dict[str, Any]) -> dict[str, Any]:
     for key, name in (("DateTime", "dateTime"), ("Exp", "expiresAt")):
         when = parse_stored_time(entity.get(key) or "")
         if when is not None:
-            from shared.models import format_utc
-
             data[name] = format_utc(when)
     data["language"] = entity.get("Lang") or "en"
     data["fields"] = json.loads(entity["Fields"])

@@ -60,7 +60,7 @@ def _configure() -> bool:
     # who want the rate limit back set OTEL_TRACES_SAMPLER=microsoft.rate_limited.
     os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
     try:
-        from azure.monitor.opentelemetry import configure_azure_monitor
+        from azure.monitor.opentelemetry import configure_azure_monitor  # only where export is on
 
         configure_azure_monitor(logger_name="c4s", enable_live_metrics=False)
         return True
@@ -76,7 +76,7 @@ def invocation_span(name: str, headers: Mapping[str, str], attributes: dict[str,
     if not enabled():
         yield None
         return
-    from opentelemetry import propagate, trace
+    from opentelemetry import propagate, trace  # only where export is on (configured above)
 
     attached = trace.get_current_span().get_span_context().is_valid
     context = None if attached else propagate.extract({k.lower(): v for k, v in headers.items()})

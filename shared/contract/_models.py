@@ -7,10 +7,13 @@ label, so the connector definition is generated from these same classes.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+
+from shared.contract._instants import format_utc
 
 __all__ = [
     "BUILT_ON_FIRST_USE",
@@ -20,22 +23,8 @@ __all__ = [
     "Page",
     "StringMap",
     "UtcDateTime",
-    "format_stored",
-    "format_utc",
     "wire",
 ]
-
-
-def format_utc(value: datetime) -> str:
-    """UTC ISO-8601 with `Z`, four-digit year; milliseconds only when there are any."""
-    value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds") + "Z"
-
-
-def format_stored(value: datetime) -> str:
-    """UTC ISO-8601 with `Z`, four-digit year and always milliseconds: one width for every
-    instant, so stored values compare as instants when compared as strings."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -83,8 +72,6 @@ class Page[ItemT: BaseModel](BaseModel):
 
 
 def _absolute_https(value: str) -> str:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.netloc or " " in value:
         raise ValueError("must be an absolute https URL")

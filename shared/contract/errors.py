@@ -67,6 +67,11 @@ class InvalidRequest(ApiException):
 
 
 class InvalidCrmConnection(ApiException):
+    """Not raised by this backend: it is not bound to one CRM. It serves every org's insights and
+    scopes them by the request's `crmOrgUrl`/`crmType` (a request naming another org is served
+    that org's insights and the unscoped ones), so no request can name the wrong CRM. A deployment
+    bound to a single org would raise it when a request names another."""
+
     status = 400
     error_code = "INVALID_CRM_CONNECTION"
     default_message = "The CRM the user is connected to differs from the one in the request."
@@ -95,6 +100,10 @@ class InsufficientPermissions(ApiException):
 
 
 class RecordNotFound(ApiException):
+    """Not raised by this backend: it holds insights about CRM records, not the records, so it
+    cannot tell a record that does not exist from one it has no insight for. Both answer an empty
+    page (Copilot shows no card), as the contract allows for a record without insights."""
+
     status = 404
     error_code = "RECORD_NOT_FOUND"
     default_message = "The CRM record was not found."

@@ -1,8 +1,5 @@
-"""Typed application settings, read from the environment (Function App settings).
-
-Built lazily on first use by `shared.config.get_settings()` (re-exported here), never at import
-time: see `shared.config`.
-"""
+"""Typed application settings, read from the environment (Function App settings). Built by
+`shared.settings.get_settings()` on first use, never at import time."""
 
 from __future__ import annotations
 
@@ -13,10 +10,10 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.config import get_settings, is_loopback_url, reset_settings
-from shared.normalize import is_guid
+from shared.contract.normalize import is_guid
+from shared.settings._urls import is_loopback_url
 
-__all__ = ["Settings", "batch_settings", "describe", "get_settings", "is_loopback_url", "reset_settings"]
+__all__ = ["Settings", "describe"]
 
 CsvList = Annotated[list[str], NoDecode]
 
@@ -53,7 +50,7 @@ class Settings(BaseSettings):
     storage_read_timeout_seconds: float = Field(default=1.5, gt=0, le=30.0)
     storage_retries: int = Field(default=1, ge=0, le=3)
     # Storage reads in flight at once from one instance; the rest queue, oldest request first
-    # (0: no limit). See shared.store.ReadGate.
+    # (0: no limit). See shared.storage.ReadGate.
     storage_max_concurrent_reads: int = Field(default=8, ge=0, le=256)
     throttle_requests_per_minute: int = Field(default=1200, ge=0)
 
@@ -163,20 +160,3 @@ def describe(exc: ValidationError) -> str:
         name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
         parts.append(f"{name}: {err['msg']}")
     return "invalid settings: " + "; ".join(parts)
-
-
-# Batch work (a command, the purge timer) is not an answer Copilot waits for: a transaction of
-# 100 rows, or a page of a large table, may take longer than a request's storage call may.
-BATCH_READ_TIMEOUT_SECONDS = 30.0
-BATCH_RETRIES = 3
-
-
-def batch_settings(settings: Settings) -> Settings:
-    """The settings with storage timeouts and retries sized for batch work (never smaller than
-    the configured ones)."""
-    return settings.model_copy(
-        update={
-            "storage_read_timeout_seconds": max(settings.storage_read_timeout_seconds, BATCH_READ_TIMEOUT_SECONDS),
-            "storage_retries": max(settings.storage_retries, BATCH_RETRIES),
-        }
-    )

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import annotated_types
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
-from shared import normalize
-from shared.models import BUILT_ON_FIRST_USE
+from shared.contract import normalize
+from shared.contract._instants import InstantError, parse_instant
+from shared.contract._models import BUILT_ON_FIRST_USE
 
 __all__ = [
     "DEFAULT_TOP",
@@ -90,21 +91,15 @@ def _org(value: str) -> str:
 
 def _datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise ValueError("must be an ISO-8601 date-time") from None
-    else:
+        value = value.isoformat()
+    if not isinstance(value, str):
         raise ValueError("must be an ISO-8601 date-time")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)  # a zone-less value is read as UTC, as Copilot sends it
     try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once in UTC") from None
+        return parse_instant(value.strip(), missing_zone="utc")  # a zone-less value is UTC, as Copilot sends it
+    except InstantError as exc:
+        if exc.kind == "range":
+            raise ValueError("must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z once in UTC") from None
+        raise ValueError("must be an ISO-8601 date-time") from None
 
 
 Top = Annotated[int, BeforeValidator(_top), annotated_types.Ge(1), annotated_types.Le(_INT32_MAX)]

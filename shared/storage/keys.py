@@ -1,4 +1,5 @@
-"""The table's key layout: where every row lives and how rows sort. Nothing here does I/O.
+"""The table's key layout: where every row lives and how rows sort, and the limits keys have
+(document validation holds documents to them). Nothing here does I/O.
 
     PartitionKey  {tenant}|{point}|r|{recordType}|{recordId}    a record's documents
                   {tenant}|{point}|c|{contact address}          a contact's documents
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from shared.documents import InsightDocument
+    from shared.storage._protocols import Document
 
 __all__ = [
     "DATA",
@@ -43,9 +44,13 @@ __all__ = [
     "expiry_partition",
     "home_of",
     "inverted_ticks",
+    "is_contact_partition",
     "oversized_keys",
     "partition_key",
+    "partition_keys",
+    "ref_suffix",
     "refs_of",
+    "ticks",
     "twin_of",
 ]
 
@@ -63,6 +68,7 @@ MAX_TICKS = 3_155_378_975_999_999_999
 """Ticks of 9999-12-31T23:59:59.9999999Z, .NET's DateTime.MaxValue."""
 _UNDATED = "9" * 19
 EXPIRY = "~expiry|"
+__all__ += ["EXPIRY"]
 
 
 def enc(value: str) -> str:
@@ -130,7 +136,7 @@ class DocKey:
         return enc(self.id) if pk == self.home else f"{enc(self.id)}|{ref_suffix(self.home)}"
 
 
-def refs_of(doc: InsightDocument) -> list[RecordRef]:
+def refs_of(doc: Document) -> list[RecordRef]:
     """Every partition a document is reachable through: its record and/or its contact."""
     refs = []
     if doc.recordType and doc.recordId:
@@ -140,21 +146,21 @@ def refs_of(doc: InsightDocument) -> list[RecordRef]:
     return refs
 
 
-def partition_keys(doc: InsightDocument) -> list[str]:
+def partition_keys(doc: Document) -> list[str]:
     return [partition_key(doc.tenantId, doc.extensionPoint, ref) for ref in refs_of(doc)]
 
 
-def home_of(doc: InsightDocument) -> DocKey:
+def home_of(doc: Document) -> DocKey:
     return DocKey(partition_keys(doc)[0], doc.id)
 
 
-def twin_of(doc: InsightDocument) -> str:
+def twin_of(doc: Document) -> str:
     """The partition of the document's copy: its contact's, when it has a record and a contact."""
     keys = partition_keys(doc)
     return keys[1] if len(keys) > 1 else ""
 
 
-def oversized_keys(doc: InsightDocument) -> list[tuple[str, int]]:
+def oversized_keys(doc: Document) -> list[tuple[str, int]]:
     """(field, encoded length) of each key of the document longer than MAX_KEY_LENGTH: a RowKey
     holds the id (and, for the copy, the record); a PartitionKey the record or the contact."""
     found = []

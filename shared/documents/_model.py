@@ -21,29 +21,28 @@ documents were loaded without one, with no new version of those documents.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared import normalize
-from shared.language import is_language_tag
-from shared.points import ExtensionPoint, all_points, get_point
+from shared.contract import (
+    ExtensionPoint,
+    InstantError,
+    all_points,
+    format_utc,
+    get_point,
+    is_language_tag,
+    normalize,
+    parse_instant,
+)
+from shared.storage.keys import MAX_KEY_LENGTH, oversized_keys
 
-__all__ = [
-    "AnyDocument",
-    "DocumentError",
-    "InsightDocument",
-    "ParsedLine",
-    "RecordName",
-    "parse_jsonl",
-    "validate_document",
-]
+__all__ = ["MAX_VERSION", "AnyDocument", "DocumentError", "InsightDocument", "RecordName", "validate_document"]
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _FORBIDDEN_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -69,17 +68,16 @@ MAX_PROPERTY_CHARACTERS = 32_000
 
 def _parse_zoned(value: str, name: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{name} is not an ISO-8601 date-time") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{name} has no time zone (add Z or an offset)")
-    try:
-        return parsed.astimezone(UTC).replace(microsecond=parsed.microsecond // 1000 * 1000)
-    except OverflowError:
+        parsed = parse_instant(value, missing_zone="reject")
+    except InstantError as exc:
         raise ValueError(
-            f"{name} is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z once converted to UTC"
+            {
+                "format": f"{name} is not an ISO-8601 date-time",
+                "zone": f"{name} has no time zone (add Z or an offset)",
+                "range": f"{name} is outside 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z once converted to UTC",
+            }[exc.kind]
         ) from None
+    return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)  # kept to the millisecond
 
 
 class InsightDocument(BaseModel):
@@ -223,8 +221,6 @@ class InsightDocument(BaseModel):
             raise ValueError(f"dateTime is required for {point.name} documents")
         if point.datetime_field and point.datetime_field in self.fields:
             raise ValueError(f"fields.{point.datetime_field} goes in the top-level dateTime")
-        from shared.keys import MAX_KEY_LENGTH, oversized_keys
-
         for field, length in oversized_keys(self):
             raise ValueError(
                 f"{field}: makes a table key of {length} characters once encoded (non-ASCII characters "
@@ -255,8 +251,6 @@ class InsightDocument(BaseModel):
         for name in ("dateTime", "expiresAt"):
             value = getattr(self, name)
             if value is not None:
-                from shared.models import format_utc
-
                 data[name] = format_utc(value)
         if not self.localized:
             data.pop("localized", None)
@@ -302,8 +296,6 @@ def _record_name(value: str | None) -> str | None:
 def _https_url(value: str | None) -> str | None:
     if value is None:
         return None
-    from urllib.parse import urlsplit
-
     parts = urlsplit(value.strip())
     if parts.scheme != "https" or not parts.netloc:
         raise ValueError("must be an absolute https URL")
@@ -398,114 +390,3 @@ def validate_document(data: object) -> tuple[AnyDocument | None, list[DocumentEr
                 loc, msg = msg.split(": ", 1)
             errors.append(DocumentError(loc, msg))
         return None, errors
-
-
-@dataclass(frozen=True)
-class ParsedLine:
-    line: int
-    document: AnyDocument | None
-    errors: list[DocumentError]
-    raw_id: str | None = None
-
-
-TOP_LEVEL_COLUMNS = (
-    "tenantId",
-    "extensionPoint",
-    "id",
-    "recordType",
-    "recordId",
-    "recordName",
-    "recordUrl",
-    "contactEmail",
-    "crmType",
-    "crmOrgUrl",
-    "dateTime",
-    "expiresAt",
-    "language",
-    "prompts",
-    "version",
-)
-JSON_VALUED = ("additionalProperties",)
-
-
-def parse_csv(lines: Any) -> Iterator[ParsedLine]:
-    """Documents from CSV, one a row, with the header naming columns:
-
-    - top-level fields by name (`tenantId`, `recordId`, `dateTime`, ...; `prompts` as a JSON array);
-    - `fields.<name>` for the item's fields, `localized.<lang>.<name>` for translations;
-    - maps (`fields.additionalProperties`, `localized.fr.additionalProperties`) as JSON objects,
-      so their order survives; an empty cell is an absent value.
-
-    Line numbers are those of the file (the header is line 1).
-    """
-    reader = csv.reader(lines)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    unknown = [c for c in header if c not in TOP_LEVEL_COLUMNS and not c.startswith(("fields.", "localized."))]
-    if unknown:
-        yield ParsedLine(1, None, [DocumentError("header", f"unknown column(s) {', '.join(unknown)}")])
-        return
-    previous_end = reader.line_num
-    for row in reader:
-        number = previous_end + 1
-        previous_end = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        data: dict[str, Any] = {}
-        problems: list[DocumentError] = []
-        for column, cell in zip(header, row, strict=False):
-            if cell == "":
-                continue
-            value: Any = cell
-            name = column.rsplit(".", 1)[-1]
-            if column == "version":
-                try:
-                    value = int(cell)
-                except ValueError:
-                    problems.append(DocumentError(column, "must be a whole number"))
-                    continue
-            elif column == "prompts" or name in JSON_VALUED:
-                try:
-                    value = json.loads(cell)
-                except json.JSONDecodeError:
-                    problems.append(DocumentError(column, "must be JSON (a map as an object, prompts as an array)"))
-                    continue
-            target = data
-            parts = column.split(".")
-            for part in parts[:-1]:
-                target = target.setdefault(part, {})
-            target[parts[-1]] = value
-        raw_id = data.get("id") if isinstance(data.get("id"), str) else None
-        if problems:
-            yield ParsedLine(number, None, problems, raw_id)
-            continue
-        if "extensionPoint" in data or "recordName" not in data:
-            data.setdefault("fields", {})
-        document, errors = validate_document(data)
-        yield ParsedLine(number, document, errors, raw_id)
-
-
-def parse_file(path: Any) -> Iterator[ParsedLine]:
-    """JSONL or CSV, by the file's suffix."""
-    from pathlib import Path
-
-    path = Path(path)
-    with path.open(encoding="utf-8-sig", newline="" if path.suffix.lower() == ".csv" else None) as lines:
-        yield from (parse_csv(lines) if path.suffix.lower() == ".csv" else parse_jsonl(lines))
-
-
-def parse_jsonl(lines: Any) -> Iterator[ParsedLine]:
-    """Yield a ParsedLine for each non-blank line of a JSONL text stream (1-based numbers)."""
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield ParsedLine(number, None, [DocumentError("line", f"not valid JSON ({exc.msg})")])
-            continue
-        document, errors = validate_document(data)
-        raw_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
-        yield ParsedLine(number, document, errors, raw_id)

@@ -1,8 +1,7 @@
-"""The insights store on Azure Table Storage: reads, and the client every reader and writer uses.
+"""The insights store: the table (through its one door, `_table.Table`) and every read of it.
 
-The key layout is in `shared.keys`, the entity mapping in `shared.entities`, the write path in
-`shared.writes`, the read limit in `shared.gate`. A reader serves every request from the
-partitions it names (Microsoft's table design guide: never scan), newest first, by RowKey range.
+A reader serves every request from the partitions it names (Microsoft's table design guide: never
+scan), newest first, by RowKey range; each round trip of a request waits its turn at the read gate.
 """
 
 from __future__ import annotations
@@ -10,40 +9,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.entities import StoredDocument, is_legacy_row
-from shared.errors import ServiceUnavailable
-from shared.gate import ReadGate
-from shared.keys import DATA, LEGACY, MAX_KEY_LENGTH, RecordRef, WindowBounds, enc, partition_key
-from shared.loopbound import PerLoop
-from shared.models import format_stored
+from shared.contract import format_stored
+from shared.runtime import PerLoop
+from shared.storage._entities import StoredDocument, is_legacy_row
+from shared.storage._gate import ReadGate
+from shared.storage._table import Table, build_table_client, prefix_range
+from shared.storage.errors import TableMissing
+from shared.storage.keys import DATA, LEGACY, RecordRef, WindowBounds, enc, partition_key
 
 if TYPE_CHECKING:
     from shared.settings import Settings
 
-__all__ = [
-    "MAX_KEY_LENGTH",
-    "InsightsStore",
-    "ReadGate",
-    "RecordRef",
-    "Scope",
-    "StoredDocument",
-    "WindowBounds",
-    "get_store",
-    "partition_key",
-    "reset_store",
-]
+__all__ = ["DOCUMENT_ROWS", "SCHEMA_MARKER", "InsightsStore", "Scope", "get_store", "reset_store"]
 
 log = logging.getLogger("c4s.store")
 SCHEMA_MARKER = ("~meta", "schema")
 """An entity saying which storage forms the table may hold (outside every tenant's key range)."""
-_DOCUMENT_ROWS = (LEGACY, DATA[:-1] + "}")
+DOCUMENT_ROWS = (LEGACY, prefix_range(DATA)[1])
 """Every document row of a partition, both forms (`d|`..., `e|`...), and no index entity."""
 _SELECT = [
     *("PartitionKey", "RowKey", "Id", "Ep", "DateTime", "Exp", "Lang", "Fields", "Localized", "Prompts", "V"),
@@ -67,10 +55,10 @@ class Scope:
 
 
 class InsightsStore:
-    """Reads of insight documents through one async table client (writes: `shared.writes`)."""
+    """The table and its reads (the write path is `shared.storage._writer`, through the same door)."""
 
     def __init__(self, table_client: Any, max_concurrent_reads: int = 0) -> None:
-        self.table = table_client
+        self.table = Table(table_client)
         self.gate = ReadGate(max_concurrent_reads)
         self._first_form: bool | None = None
 
@@ -84,37 +72,22 @@ class InsightsStore:
         return self._first_form
 
     async def _read_marker(self) -> bool:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            marker = await self.table.get_entity(*SCHEMA_MARKER)
-        except ResourceNotFoundError:
-            return True
-        return bool(marker.get("FirstForm", True))
+        marker = await self.table.get(*SCHEMA_MARKER)
+        return True if marker is None else bool(marker.get("FirstForm", True))
 
     async def mark_current_form_only(self) -> None:
         """Record that the table holds no first-form rows (a new table; a finished migration)."""
-        await self.table.upsert_entity(
+        await self.table.upsert(
             {"PartitionKey": SCHEMA_MARKER[0], "RowKey": SCHEMA_MARKER[1], "FirstForm": False, "V": 2}
         )
         self._first_form = False
 
     async def _pages(self, query: str, params: dict[str, Any], page_size: int) -> AsyncGenerator[dict[str, Any]]:
-        pages = self.table.query_entities(
-            query, parameters=params, results_per_page=max(1, min(page_size, 1000)), select=_SELECT
-        ).by_page()
-        while True:
-            # one round trip per page, each inside a read slot
-            async with self.gate.slot():
-                try:
-                    page = await anext(pages)
-                    entities = [entity async for entity in page]
-                except StopAsyncIteration:
-                    return
-                except Exception as exc:
-                    raise _unavailable(exc) from exc
-            for entity in entities:
-                yield entity
+        # one round trip per page, each inside a read slot
+        async for entity in self.table.query(
+            query, params, select=_SELECT, page_size=max(1, min(page_size, 1000)), gate=self.gate
+        ):
+            yield entity
 
     async def iter_documents(
         self,
@@ -134,10 +107,7 @@ class InsightsStore:
         legacy_possible = self._first_form
         if legacy_possible is None:  # an instance's first reads: one point read, inside a read slot
             async with self.gate.slot():
-                try:
-                    legacy_possible = await self.first_form_possible()
-                except Exception as exc:
-                    raise _unavailable(exc) from exc
+                legacy_possible = await self.first_form_possible()
         if legacy_possible:
             rows = ["RowKey ge @olo", "RowKey lt @hi", "( RowKey lt @ohi or RowKey ge @lo )"]
         else:
@@ -145,8 +115,8 @@ class InsightsStore:
         clauses = ["PartitionKey eq @pk", *rows, "( Exp eq '' or Exp gt @now )"]
         params: dict[str, Any] = {
             "pk": partition_key(tenant, point, ref),
-            "olo": _DOCUMENT_ROWS[0],
-            "ohi": LEGACY[:-1] + "}",
+            "olo": DOCUMENT_ROWS[0],
+            "ohi": prefix_range(LEGACY)[1],
             "lo": low,
             "hi": high,
             "now": format_stored(now),
@@ -219,19 +189,15 @@ class InsightsStore:
 
     async def ping(self, timeout: float = 1.0) -> None:
         """One cheap round trip with no retry: proves the table answers within `timeout`."""
-        try:
-            pages = self.table.query_entities(
-                "PartitionKey eq @pk",
-                parameters={"pk": "~ping"},
-                results_per_page=1,
-                connection_timeout=timeout,
-                read_timeout=timeout,
-                retry_total=0,
-            )
-            async for _ in pages:
-                break
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        async for _ in self.table.pages(
+            "PartitionKey eq @pk",
+            {"pk": "~ping"},
+            page_size=1,
+            connection_timeout=timeout,
+            read_timeout=timeout,
+            retry_total=0,
+        ):
+            break
 
     # ---- export and statistics ----------------------------------------------------------------
 
@@ -241,24 +207,18 @@ class InsightsStore:
         """Document rows (both forms; no index entity) of the given partitions, of one tenant (a
         PartitionKey range), or of the whole table."""
         rows = "RowKey ge @rlo and RowKey lt @rhi"
-        params: dict[str, Any] = {"rlo": _DOCUMENT_ROWS[0], "rhi": _DOCUMENT_ROWS[1]}
+        params: dict[str, Any] = {"rlo": DOCUMENT_ROWS[0], "rhi": DOCUMENT_ROWS[1]}
         if partitions is not None:
             for pk in partitions:
-                async for entity in self.table.query_entities(
-                    f"PartitionKey eq @pk and {rows}", parameters={**params, "pk": pk}
-                ):
+                async for entity in self.table.query(f"PartitionKey eq @pk and {rows}", {**params, "pk": pk}):
                     yield entity
             return
         if tenant is not None:
-            params.update(lo=enc(tenant) + "|", hi=enc(tenant) + "}")
-            async for entity in self.table.query_entities(
-                f"PartitionKey ge @lo and PartitionKey lt @hi and {rows}", parameters=params
-            ):
+            params["lo"], params["hi"] = prefix_range(enc(tenant) + "|")
+            async for entity in self.table.query(f"PartitionKey ge @lo and PartitionKey lt @hi and {rows}", params):
                 yield entity
             return
-        async for entity in self.table.query_entities(
-            f"PartitionKey lt @exp and {rows}", parameters={**params, "exp": "~"}
-        ):
+        async for entity in self.table.query(f"PartitionKey lt @exp and {rows}", {**params, "exp": "~"}):
             yield entity
 
     async def close(self) -> None:
@@ -271,28 +231,18 @@ class InsightsStore:
         hold data rights on that one table and no right to create tables (which Azure checks
         before it would answer "exists"), so an existing table is never asked to be created. An
         existing table that holds nothing yet gets the marker, as a table created here does."""
-        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-
         try:
-            marker = await self.table.get_entity(*SCHEMA_MARKER)
-        except ResourceNotFoundError as exc:
-            if getattr(exc, "error_code", None) == "TableNotFound":
-                try:
-                    await self.table.create_table()
-                except ResourceExistsError:
-                    pass  # created meanwhile by someone else: treated as an existing table
-                else:
-                    await self.mark_current_form_only()
-                    return
-            if not await self._holds_rows():
+            marker = await self.table.get(*SCHEMA_MARKER)
+        except TableMissing:
+            if await self.table.create_table():
+                await self.mark_current_form_only()
+                return
+            marker = None  # created meanwhile by someone else: treated as an existing table
+        if marker is None:
+            if not await self.table.holds_rows():
                 await self.mark_current_form_only()
             return
         self._first_form = bool(marker.get("FirstForm", True))
-
-    async def _holds_rows(self) -> bool:
-        async for _ in self.table.list_entities(results_per_page=1, select=["PartitionKey"]):
-            return True
-        return False
 
     async def __aenter__(self) -> InsightsStore:
         return self
@@ -312,46 +262,6 @@ def _readable(entity: dict[str, Any], now: datetime) -> StoredDocument | None:
     if doc.expires is not None and doc.expires <= now:
         return None
     return doc
-
-
-def _unavailable(exc: Exception) -> ServiceUnavailable:
-    return ServiceUnavailable(log_detail=f"insights store failed: {type(exc).__name__}: {str(exc)[:300]}")
-
-
-def build_table_client(settings: Settings) -> Any:
-    """An async TableClient (aiohttp) from a connection string (Azurite, keys) or an account URL
-    with DefaultAzureCredential (managed identity in Azure).
-
-    One try and one retry by default, each bounded (1 s to connect, 1.5 s to read: the
-    STORAGE_* settings), so a slow or absent store is over within the request budget's reach; the
-    pipeline's deadline answers 503 at the budget whatever is still running."""
-    from azure.core.pipeline.transport import AioHttpTransport
-    from azure.data.tables.aio import TableClient
-
-    # Proxy settings from the environment only when a proxy is actually configured.
-    proxied = any(
-        os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
-    )
-    connect, read = settings.storage_connect_timeout_seconds, settings.storage_read_timeout_seconds
-    options: dict[str, Any] = {
-        "connection_timeout": connect,
-        "read_timeout": read,
-        "retry_total": settings.storage_retries,
-        "retry_backoff_factor": 0.1,
-        "transport": AioHttpTransport(use_env_settings=proxied, connection_timeout=connect, read_timeout=read),
-    }
-    if settings.insights_storage_connection_string:
-        return TableClient.from_connection_string(
-            settings.insights_storage_connection_string, table_name=settings.insights_table_name, **options
-        )
-    from azure.identity.aio import DefaultAzureCredential
-
-    return TableClient(
-        endpoint=settings.insights_storage_account_url,
-        table_name=settings.insights_table_name,
-        credential=DefaultAzureCredential(),
-        **options,
-    )
 
 
 _stores: PerLoop[InsightsStore] = PerLoop(

@@ -1,38 +1,18 @@
-"""Turning stored documents into contract items: localisation, the item model, paging."""
+"""Pages of items for the extension points: a CRM record's page, and the documents an email thread
+reaches through its records and participants."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from shared.contract import ExtensionPoint, Page, to_item
+from shared.storage import RecordRef, Scope, StoredDocument, WindowBounds
 
-from shared.language import choose_language
-from shared.models import Page
-from shared.pipeline import RequestContext
-from shared.points import ExtensionPoint
-from shared.store import RecordRef, Scope, StoredDocument, WindowBounds
+if TYPE_CHECKING:
+    from shared.http._pipeline import RequestContext
 
-__all__ = ["record_page", "to_item"]
-
-
-def to_item(ctx: RequestContext, point: ExtensionPoint, doc: StoredDocument) -> BaseModel | None:
-    """The item in the caller's best language; a localized field (a map included) replaces the
-    document's own whole. None, logged, when stored data no longer fits the contract."""
-    available = [doc.language, *doc.localized]
-    language = choose_language(ctx.languages, available, doc.language)
-    fields: dict[str, Any] = dict(doc.fields)
-    if language != doc.language:
-        fields.update(doc.localized.get(language, {}))
-    if point.datetime_field and doc.date_time is not None:
-        fields[point.datetime_field] = doc.date_time
-    try:
-        item = point.item_model.model_validate(fields)
-    except ValidationError as exc:
-        ctx.log.warning("document %s skipped: it no longer fits %s (%s)", doc.id, point.name, exc.errors()[0]["msg"])
-        return None
-    ctx.served_language(language)
-    return item
+__all__ = ["Candidate", "gather", "page_of", "record_page"]
 
 
 async def record_page(
@@ -66,19 +46,19 @@ async def gather(
     ctx: RequestContext,
     point: ExtensionPoint,
     records: list[RecordRef],
-    contacts: list[RecordRef],
+    contacts: list[str],
     scope: Scope,
     wanted: int,
 ) -> list[Candidate]:
-    """Documents reachable through any of a request's records or contacts, each once (a document
-    stored with its record and its contact is one; the same id on two records is two),
-    record-attached before contact-attached, newest first within each group. Enough are read
+    """Documents reachable through any of a request's records or contacts (addresses), each once
+    (a document stored with its record and its contact is one; the same id on two records is
+    two), record-attached before contact-attached, newest first within each group. Enough are read
     to fill the first `wanted` places exactly."""
     # One round trip for all of them: record and contact partitions are read concurrently. A
     # contact partition is needed only when the records give fewer than `wanted` documents, and
     # then it may repeat up to `wanted - 1` of those before its own, so `2 * wanted - 1` of each
     # contact partition is always enough.
-    refs = [*records, *contacts]
+    refs = [*records, *(RecordRef.contact(address) for address in contacts)]
     limits = [wanted] * len(records) + [2 * wanted - 1] * len(contacts)
     parts = await ctx.store.read_many(ctx.tenant, point.name, refs, scope, limits)
     seen: set[tuple[str, str]] = set()

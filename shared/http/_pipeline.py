@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
-from shared.config import get_settings
-from shared.deadline import request_deadline
-from shared.errors import (
+from shared.contract import ApiError, Page, parse_accept_language
+from shared.contract.errors import (
     ApiException,
     InternalServerError,
     InvalidRequest,
@@ -35,19 +34,27 @@ from shared.errors import (
     RequestTooLarge,
     ServiceUnavailable,
 )
-from shared.language import parse_accept_language
-from shared.logs import RequestLogger, clean_header_value, logger, request_scope
-from shared.loopbound import PerLoop
-from shared.models import ApiError, Page
-from shared.store import InsightsStore, get_store
-from shared.telemetry import invocation_span, trace_id_of
-from shared.throttle import TenantThrottle
+from shared.http._throttle import TenantThrottle
+from shared.http.telemetry import invocation_span, trace_id_of
+from shared.runtime import PerLoop, RequestLogger, clean_header_value, logger, request_deadline, request_scope
+from shared.settings import get_settings
+from shared.storage import InsightsStore, get_store
+from shared.storage.errors import OutOfTime, StorageError
 
 if TYPE_CHECKING:
     from shared.auth import Principal, TokenValidator
     from shared.settings import Settings
 
-__all__ = ["JSON_MIMETYPE", "Operation", "RequestContext", "get_validator", "operation", "reset_validator"]
+__all__ = [
+    "JSON_MIMETYPE",
+    "Operation",
+    "RequestContext",
+    "get_throttle",
+    "get_validator",
+    "operation",
+    "reset_throttle",
+    "reset_validator",
+]
 
 JSON_MIMETYPE = "application/json"
 REQUEST_ID_HEADER = "x-ms-client-request-id"
@@ -242,6 +249,8 @@ async def _run_scoped(
                 ) from None
         except ApiException as exc:
             response = _error_response(exc, request_id)
+        except StorageError as exc:
+            response = _error_response(_unavailable(exc), request_id)
         except Exception:
             logger.exception("unhandled error in %s", spec.operation_id)
             response = _error_response(InternalServerError(), request_id)
@@ -308,9 +317,21 @@ async def _handle(
         )
     except ApiException as exc:
         return _error_response(exc, request_id)
+    except StorageError as exc:
+        return _error_response(_unavailable(exc), request_id)
     except Exception:
         logger.exception("unhandled error in %s", spec.operation_id)
         return _error_response(InternalServerError(), request_id)
+
+
+def _unavailable(exc: StorageError) -> ServiceUnavailable:
+    """Every storage failure a request meets is the store's, not the caller's: a 503, the one
+    place storage errors become HTTP."""
+    if isinstance(exc, OutOfTime):
+        return ServiceUnavailable(
+            "The service could not answer in time; retry shortly.", retry_after=2, log_detail=exc.detail
+        )
+    return ServiceUnavailable(log_detail=f"insights store failed: {exc.detail}"[:400])
 
 
 _throttle_lock = threading.Lock()

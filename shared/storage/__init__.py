@@ -1,0 +1,98 @@
+"""The insights table, behind one door: what the triggers and tools call, and the only code that
+touches the table client (`_table.Table`).
+
+    reads        InsightsStore (a partition's documents, newest first, by RowKey range; the read
+                 gate), get_store / reset_store (one store per event loop), Scope, WindowBounds
+    writes       write_documents / write_names (batches: versions, index entities, transactions,
+                 copies; the expiry index; the name index after each batch), WriteReport, Outcome
+    deletes      delete_documents (a document, a record's, a contact's, a tenant's), purge_expired
+    names        find_records, record_entry, claims, refold, words_of, fold
+    maintenance  migrate_first_form, document rows for export and statistics
+    errors       shared.storage.errors: the tree every storage failure travels in
+    keys         shared.storage.keys: the documented key layout (no I/O)
+
+Writes accept any object with a document's fields (`Document`) or a record name's (`NameLine`).
+"""
+
+from shared.storage import errors, keys
+from shared.storage._batches import changes_of, write, write_documents, write_names
+from shared.storage._deletes import delete, delete_documents, delete_tenant, documents_in, purge_expired
+from shared.storage._entities import (
+    SCHEMA_VERSION,
+    StoredDocument,
+    as_int,
+    data_entity,
+    digest_of,
+    document_of,
+    index_entity,
+    is_copy,
+    parse_stored_time,
+)
+from shared.storage._gate import ReadGate
+from shared.storage._migrate import Migration, migrate_first_form
+from shared.storage._names import (
+    FOLD_VERSION,
+    MAX_QUERY_WORDS,
+    Found,
+    claims,
+    find_records,
+    fold,
+    names_partition,
+    record_entry,
+    refold,
+    words_of,
+)
+from shared.storage._protocols import Document, NameLine
+from shared.storage._store import InsightsStore, Scope, get_store, reset_store
+from shared.storage._table import build_table_client
+from shared.storage._writer import Outcome, WriteReport
+from shared.storage.keys import DocKey, RecordRef, WindowBounds, partition_key
+
+__all__ = [
+    "FOLD_VERSION",
+    "MAX_QUERY_WORDS",
+    "SCHEMA_VERSION",
+    "DocKey",
+    "Document",
+    "Found",
+    "InsightsStore",
+    "Migration",
+    "NameLine",
+    "Outcome",
+    "ReadGate",
+    "RecordRef",
+    "Scope",
+    "StoredDocument",
+    "WindowBounds",
+    "WriteReport",
+    "as_int",
+    "build_table_client",
+    "changes_of",
+    "claims",
+    "data_entity",
+    "delete",
+    "delete_documents",
+    "delete_tenant",
+    "digest_of",
+    "document_of",
+    "documents_in",
+    "errors",
+    "find_records",
+    "fold",
+    "get_store",
+    "index_entity",
+    "is_copy",
+    "keys",
+    "migrate_first_form",
+    "names_partition",
+    "parse_stored_time",
+    "partition_key",
+    "purge_expired",
+    "record_entry",
+    "refold",
+    "reset_store",
+    "words_of",
+    "write",
+    "write_documents",
+    "write_names",
+]
