@@ -24,8 +24,7 @@ from extensions import activities, related_records, sales_highlights
 from shared.contract import to_item
 from shared.contract.errors import InvalidRequest
 from shared.http import RequestContext, operation
-from shared.storage import MAX_QUERY_WORDS, RecordRef, Scope, record_entry, words_of
-from shared.storage import find_records as search
+from shared.storage import RecordRef, Scope
 
 if TYPE_CHECKING:
     from chat.models import FindRecordsQuery, RecordDigest, RecordInsightsQuery, RecordMatches
@@ -49,6 +48,8 @@ __all__ = ["bp"]
 )
 async def find_records(ctx: RequestContext, query: FindRecordsQuery) -> RecordMatches:
     from chat.models import RecordMatch, RecordMatches  # with the first chat call (see the module's note)
+    from shared.storage import MAX_QUERY_WORDS, words_of  # the name index: with the first chat call
+    from shared.storage import find_records as search  # (and the write side it belongs to)
 
     if not words_of(query.name, MAX_QUERY_WORDS):
         raise InvalidRequest("name", "has no letters or digits to look for")
@@ -90,6 +91,7 @@ async def record_insights(ctx: RequestContext, query: RecordInsightsQuery) -> Re
         RecordDigest,
         RelatedRecordDigest,
     )
+    from shared.storage import record_entry  # the name index: with the first chat call
 
     if query.language:
         ctx.languages = [query.language, *ctx.languages]

@@ -15,7 +15,6 @@ import azure.functions as func
 
 from shared.contract.errors import InsufficientPermissions, RequestTooLarge, ServiceUnavailable
 from shared.http import RequestContext, operation
-from shared.storage import delete_documents, write_documents
 from shared.storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -67,6 +66,7 @@ def _unfinished(report: dict[str, Any], what: str) -> ServiceUnavailable:
 async def ingest_documents(ctx: RequestContext, request: UpsertRequest) -> UpsertResponse:
     from ingestion.models import ItemResult, UpsertResponse, UpsertSummary  # with the first write
     from shared.documents import validate_document  # the document model: only writers need it
+    from shared.storage import write_documents  # the write path: no reader's request needs it
 
     limit = ctx.settings.ingest_max_documents
     if len(request.documents) > limit:
@@ -131,6 +131,7 @@ async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteRe
     tenant = request.tenantId.lower()
     _check_grants(ctx, {tenant})
     from ingestion.models import DeleteResponse  # with the first delete
+    from shared.storage import delete_documents  # the write path: no reader's request needs it
 
     try:
         report = await delete_documents(

@@ -19,7 +19,6 @@ import azure.functions as func
 
 from shared.settings import batch_settings, get_settings
 from shared.storage import InsightsStore, build_table_client
-from shared.storage import purge_expired as purge
 
 bp = func.Blueprint()
 log = logging.getLogger("c4s.housekeeping")
@@ -28,6 +27,8 @@ log = logging.getLogger("c4s.housekeeping")
 @bp.function_name("purge_expired")
 @bp.timer_trigger(schedule="%PURGE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 async def purge_expired(timer: func.TimerRequest) -> None:
+    from shared.storage import purge_expired as purge  # the write path: with the first purge
+
     started = time.perf_counter()
     if timer.past_due:
         log.info("the purge is running late (its schedule was missed, e.g. while no instance ran)")

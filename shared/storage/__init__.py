@@ -14,9 +14,10 @@ touches the table client (`_table.Table`).
 Writes accept any object with a document's fields (`Document`) or a record name's (`NameLine`).
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from shared.storage import errors, keys
-from shared.storage._batches import changes_of, write, write_documents, write_names
-from shared.storage._deletes import delete, delete_documents, delete_tenant, documents_in, purge_expired
 from shared.storage._entities import (
     SCHEMA_VERSION,
     StoredDocument,
@@ -29,24 +30,51 @@ from shared.storage._entities import (
     parse_stored_time,
 )
 from shared.storage._gate import ReadGate
-from shared.storage._migrate import Migration, migrate_first_form
-from shared.storage._names import (
-    FOLD_VERSION,
-    MAX_QUERY_WORDS,
-    Found,
-    claims,
-    find_records,
-    fold,
-    names_partition,
-    record_entry,
-    refold,
-    words_of,
-)
-from shared.storage._protocols import Document, NameLine
 from shared.storage._store import InsightsStore, Scope, get_store, reset_store
 from shared.storage._table import build_table_client
-from shared.storage._writer import Outcome, WriteReport
 from shared.storage.keys import DocKey, RecordRef, WindowBounds, partition_key
+
+if TYPE_CHECKING:
+    from shared.storage._batches import changes_of, write, write_documents, write_names
+    from shared.storage._deletes import delete, delete_documents, delete_tenant, documents_in, purge_expired
+    from shared.storage._migrate import Migration, migrate_first_form
+    from shared.storage._names import (
+        FOLD_VERSION,
+        MAX_QUERY_WORDS,
+        Found,
+        claims,
+        find_records,
+        fold,
+        names_partition,
+        record_entry,
+        refold,
+        words_of,
+    )
+    from shared.storage._protocols import Document, NameLine
+    from shared.storage._writer import Outcome, WriteReport
+
+_WRITE_SIDE = {
+    "shared.storage._batches": ("changes_of", "write", "write_documents", "write_names"),
+    "shared.storage._deletes": ("delete", "delete_documents", "delete_tenant", "documents_in", "purge_expired"),
+    "shared.storage._migrate": ("Migration", "migrate_first_form"),
+    "shared.storage._names": (
+        *("FOLD_VERSION", "MAX_QUERY_WORDS", "Found", "claims", "find_records", "fold", "names_partition"),
+        *("record_entry", "refold", "words_of"),
+    ),
+    "shared.storage._writer": ("Outcome", "WriteReport"),
+    "shared.storage._protocols": ("Document", "NameLine"),
+}
+"""Modules no reader's request needs (the write path, the name index): loaded on first use."""
+
+
+def __getattr__(name: str) -> Any:
+    for module, names in _WRITE_SIDE.items():
+        if name in names:
+            value = getattr(importlib.import_module(module), name)  # the write side: not a reader's start-up cost
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module 'shared.storage' has no attribute {name!r}")
+
 
 __all__ = [
     "FOLD_VERSION",
