@@ -13,6 +13,7 @@ Each subcommand has --help. Only the standard library is needed to start: the fi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import logging
@@ -427,6 +428,12 @@ def _tenant(value: str) -> str:
     return value.lower()
 
 
+def _positive_version(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a version (a whole number from 1)")
+    return int(value)
+
+
 def _extension_point(name: str) -> str:
     from extensions import POINTS
 
@@ -486,19 +493,33 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    report = with_store(
-        lambda store: delete_documents(
-            store,
-            tenant=args.tenant,
-            scope=scope,
-            extension_point=args.extension_point,
-            record=record,
-            contact=args.contact_email,
-            doc_id=args.id,
-        )
-    )
-    failed = report.count("failed")
-    print(f"deleted {report.count('written')} document(s)" + (f"; {failed} failed, run again" if failed else ""))
+
+    async def run(store: Any) -> tuple[int, int, bool]:
+        deleted = failed = 0
+        continuation = None
+        while True:  # a contact's or tenant's delete runs in steps until a final pass finds nothing
+            report = await delete_documents(
+                store,
+                tenant=args.tenant,
+                scope=scope,
+                extension_point=args.extension_point,
+                record=record,
+                contact=args.contact_email,
+                doc_id=args.id,
+                version=args.version,
+                continuation=continuation,
+            )
+            deleted += report.existed
+            failed += report.count("failed")
+            if report.complete or failed:
+                return deleted, failed, report.complete
+            continuation = report.continuation
+            if report.retry_after:
+                print(f"deleted {deleted} so far; the final pass begins in {report.retry_after:.1f} s", flush=True)
+                await asyncio.sleep(report.retry_after)
+
+    deleted, failed, _ = with_store(run)
+    print(f"deleted {deleted} document(s)" + (f"; {failed} failed, run again" if failed else ""))
     return 1 if failed else 0
 
 
@@ -963,6 +984,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--record-id")
     s.add_argument("--contact-email")
     s.add_argument("--all", action="store_true", help="every document of the tenant")
+    s.add_argument(
+        "--version",
+        type=_positive_version,
+        help="the version this delete is: a stored document at or above it stays, a later write at or below it is stale",
+    )
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     s.set_defaults(func=cmd_delete)
 

@@ -96,14 +96,25 @@ async def record_insights(ctx: RequestContext, query: RecordInsightsQuery) -> Re
     if query.language:
         ctx.languages = [query.language, *ctx.languages]
     ref = RecordRef.record(query.recordType, query.recordId)
-    scope = Scope(org=query.crmOrgUrl, crm=query.crmType)
     points = (sales_highlights.POINT, related_records.POINT, activities.POINT)
-    pages, entry = await asyncio.gather(
-        asyncio.gather(
+
+    def pages_in(scope: Scope) -> Any:
+        return asyncio.gather(
             *(ctx.store.read_page(ctx.tenant, p.name, ref, scope, skip=0, top=DIGEST_ITEMS) for p in points)
-        ),
-        record_entry(ctx.store, ctx.tenant, query.recordType, query.recordId),
-    )
+        )
+
+    if query.crmType and query.crmOrgUrl:
+        pages, entry = await asyncio.gather(
+            pages_in(Scope(org=query.crmOrgUrl, crm=query.crmType)),
+            record_entry(ctx.store, ctx.tenant, query.recordType, query.recordId),
+        )
+    else:  # what the call leaves out is the record's own CRM and org, as the name index has them
+        entry = await record_entry(ctx.store, ctx.tenant, query.recordType, query.recordId)
+        scope = Scope(
+            org=query.crmOrgUrl or (entry.crm_org if entry else ""),
+            crm=query.crmType or (entry.crm_type if entry else ""),
+        )
+        pages = await pages_in(scope)
     (highlights, more_h), (related, more_r), (acts, more_a) = pages
     record_url = entry.url if entry else None
 

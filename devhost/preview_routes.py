@@ -154,9 +154,8 @@ def _hidden(query: dict[str, list[str]], body: bytes) -> Any:
             named = f"named {scope.org}" if scope.org else "named no org"
             reasons.append(f"{count} document(s) of this record are scoped to {value}; this request {named}")
         for value, count in sorted(found["crms"].items()):
-            reasons.append(
-                f"{count} document(s) of this record are scoped to CRM type {value}; this request named {scope.crm}"
-            )
+            named = f"named {scope.crm}" if scope.crm else "named no CRM type"
+            reasons.append(f"{count} document(s) of this record are scoped to CRM type {value}; this request {named}")
         out[point] = {"hidden": found["hidden"], "reasons": reasons}
     return out
 

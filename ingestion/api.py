@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from shared.contract.errors import InsufficientPermissions, RequestTooLarge, ServiceUnavailable
+from shared.contract.errors import InsufficientPermissions, InvalidRequest, RequestTooLarge, ServiceUnavailable
 from shared.http import RequestContext, operation
 from shared.storage.errors import StorageError
 
@@ -131,7 +131,7 @@ async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteRe
     tenant = request.tenantId.lower()
     _check_grants(ctx, {tenant})
     from ingestion.models import DeleteResponse  # with the first delete
-    from shared.storage import delete_documents  # the write path: no reader's request needs it
+    from shared.storage import BadContinuation, delete_documents  # the write path: no reader needs it
 
     try:
         report = await delete_documents(
@@ -143,20 +143,33 @@ async def ingest_delete(ctx: RequestContext, request: DeleteRequest) -> DeleteRe
             contact=request.contactEmail,
             doc_id=request.id,
             version=request.version,
+            continuation=request.continuation,
         )
+    except BadContinuation as exc:
+        raise InvalidRequest("continuation", str(exc)) from exc
     except StorageError as exc:  # the listing or a tenant's range delete: nothing to report per item
         raise ServiceUnavailable(log_detail=f"delete failed: {exc.detail}") from exc
+    failed = report.count("failed")
+    goes_on = not report.complete and not failed  # a failure: the same request again, from the start
     response = DeleteResponse(
-        deleted=report.count("written"), stale=report.count("stale"), failed=report.count("failed")
+        deleted=report.existed,
+        stale=report.count("stale"),
+        failed=failed,
+        complete=report.complete and not failed,
+        continuation=report.continuation if goes_on else None,
+        retryAfterSeconds=round(report.retry_after, 3) if goes_on else None,
     )
     ctx.log.info(
-        "deleted %d documents (scope %s, tenant %s; %d stale, %d failed)",
+        "deleted %d documents (scope %s, tenant %s; %d stale, %d failed; %s)",
         response.deleted,
         request.scope,
         tenant,
         response.stale,
         response.failed,
+        "complete" if response.complete else "goes on",
     )
     if response.failed:
-        raise _unfinished(response.model_dump(mode="json"), f"{response.failed} document(s) not deleted")
+        raise _unfinished(
+            response.model_dump(mode="json", exclude_none=True), f"{response.failed} document(s) not deleted"
+        )
     return response

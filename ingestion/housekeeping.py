@@ -32,6 +32,7 @@ async def purge_expired(timer: func.TimerRequest) -> None:
     started = time.perf_counter()
     if timer.past_due:
         log.info("the purge is running late (its schedule was missed, e.g. while no instance ran)")
-    async with InsightsStore(build_table_client(batch_settings(get_settings()))) as store:
+    settings = batch_settings(get_settings())
+    async with InsightsStore(build_table_client(settings), settle_seconds=settings.write_settle_seconds) as store:
         deleted = await purge(store)
     log.info("purged %d expired document(s) in %.0f ms", deleted, (time.perf_counter() - started) * 1000)

@@ -62,7 +62,15 @@ class DeleteRequest(RequestModel):
         ge=1,
         le=2**63 - 1,
         strict=True,
-        description="For a document: the version this delete is; an equal or newer stored version makes it stale.",
+        description="The version this delete is, at any scope: a document stored at an equal or newer version "
+        "stays (stale), and a later write at or below it is stale. Without one, each document's tombstone is at its "
+        "own stored version.",
+    )
+    continuation: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="A contact's or tenant's delete runs in steps: send the same request again with the "
+        "continuation the last answer gave, until it answers complete.",
     )
 
     @model_validator(mode="after")
@@ -78,8 +86,8 @@ class DeleteRequest(RequestModel):
                 raise ValueError(f"{name}: is required to delete a {self.scope}")
         if self.scope == "document" and not (self.contactEmail or (self.recordType and self.recordId)):
             raise ValueError("recordId: a document is named by recordType and recordId, or contactEmail")
-        if self.version is not None and self.scope != "document":
-            raise ValueError("version: only a document's delete carries a version")
+        if self.continuation is not None and self.scope not in ("contact", "tenant"):
+            raise ValueError("continuation: only a contact's or a tenant's delete runs in steps")
         if self.extensionPoint and get_point(self.extensionPoint) is None:
             raise ValueError(f"extensionPoint: must be one of {', '.join(sorted(all_points()))}")
         return self
@@ -89,3 +97,14 @@ class DeleteResponse(BaseModel):
     deleted: int = Field(description="How many documents were deleted.")
     stale: int = Field(default=0, description="Documents not deleted: an equal or newer version is stored.")
     failed: int = Field(default=0, description="Documents storage did not delete (a 503 carries this report).")
+    complete: bool = Field(
+        default=True,
+        description="Whether the delete is over. A contact's or tenant's delete is complete once a final pass, "
+        "begun after every write that could still name it has settled, found nothing left.",
+    )
+    continuation: str | None = Field(
+        default=None, description="Not complete: send the same request again with this, after retryAfterSeconds."
+    )
+    retryAfterSeconds: float | None = Field(
+        default=None, description="Not complete: how long to wait before sending the continuation."
+    )

@@ -113,6 +113,7 @@ def base_env(azurite: Azurite, authority_url: str, table: str) -> dict[str, str]
         "AUTH_REQUIRED_ROLES": "Insights.Read",
         "AUTH_TOKEN_VERSIONS": "1.0,2.0",
         "THROTTLE_REQUESTS_PER_MINUTE": "0",  # the throttling tests turn it on
+        "WRITE_SETTLE_SECONDS": "0.3",  # a contact's or tenant's delete ends 0.3 s after its mark
     }
 
 
@@ -226,7 +227,8 @@ def service(
     table = "t" + uuid.uuid4().hex[:20]
     for name, value in base_env(azurite, authority.url, table).items():
         monkeypatch.setenv(name, value)
-    store = InsightsStore(build_table_client(Settings()))
+    settings = Settings()
+    store = InsightsStore(build_table_client(settings), settle_seconds=settings.write_settle_seconds)
     test_loop.run(store.ensure_table())
     with (
         httpx.Client(base_url=devhost.base_url, timeout=10) as client,

@@ -28,9 +28,16 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 
 
 def rows(service: Service) -> list[dict[str, Any]]:
-    """The table's rows, but its schema marker (`~meta`)."""
+    """The table's rows, but its schema marker and salt (`~meta`) and the watermarks (a record's
+    `~w`, a tenant's contacts' `{tenant}|~w`, `~tenants`), which hold no document's content."""
     return sorted(
-        (dict(e) for e in service.table.list_entities() if e["PartitionKey"] != "~meta"),
+        (
+            dict(e)
+            for e in service.table.list_entities()
+            if e["PartitionKey"] not in ("~meta", "~tenants")
+            and e["RowKey"] != "~w"
+            and not e["PartitionKey"].endswith("|~w")
+        ),
         key=lambda e: (e["PartitionKey"], e["RowKey"]),
     )
 

@@ -212,16 +212,27 @@ def test_a_delete_is_a_version_too(writer: Service) -> None:
     token = writer_token(writer)
     target = document_delete("d")
     writer.post(UPSERT, {"documents": [doc(id="d", version=10)]}, token=token)
-    assert writer.post(DELETE, {**target, "version": 5}, token=token).json() == {"deleted": 0, "stale": 1, "failed": 0}
+    stale = {"deleted": 0, "stale": 1, "failed": 0, "complete": True}
+    assert writer.post(DELETE, {**target, "version": 5}, token=token).json() == stale
     assert highlights(writer) == ["d"]
-    assert writer.post(DELETE, {**target, "version": 20}, token=token).json() == {"deleted": 1, "stale": 0, "failed": 0}
+    assert writer.post(DELETE, {**target, "version": 20}, token=token).json() == {**stale, "deleted": 1, "stale": 0}
     late = writer.post(UPSERT, {"documents": [doc(id="d", version=15)]}, token=token).json()
     assert late["results"][0]["status"] == "stale"
     assert highlights(writer) == []
     assert writer.post(UPSERT, {"documents": [doc(id="d", version=21)]}, token=token).json()["summary"]["written"] == 1
     assert highlights(writer) == ["d"]
-    bad = writer.post(DELETE, {**target, "scope": "record", "version": 3}, token=token)
-    assert bad.status_code == 400 and bad.json()["details"] == {"parameter": "version"}
+    record = {"tenantId": TENANT_A, "scope": "record", "recordType": "opportunity", "recordId": "opp-1"}
+    assert writer.post(DELETE, {**record, "version": 3}, token=token).json() == stale  # a record's delete: too
+    assert highlights(writer) == ["d"]
+    assert writer.post(DELETE, {**record, "version": 30}, token=token).json()["deleted"] == 1
+    for late_version in (22, 30):  # below or at the record's delete: stale, whichever document
+        for doc_id in ("d", "new"):
+            late = writer.post(UPSERT, {"documents": [doc(id=doc_id, version=late_version)]}, token=token).json()
+            assert late["results"][0]["status"] == "stale", (doc_id, late_version)
+    assert (
+        writer.post(UPSERT, {"documents": [doc(id="new", version=31)]}, token=token).json()["summary"]["written"] == 1
+    )
+    assert highlights(writer) == ["new"]
 
 
 @pytest.mark.parametrize("version", [0, -1, "12", 1.5, True, 2**63])
@@ -300,10 +311,10 @@ def test_storage_reset_during_a_delete_is_503_and_a_resend_completes(
     target = {"tenantId": TENANT_A, "scope": "record", "recordType": "opportunity", "recordId": "opp-1"}
     response = writer.post(DELETE, target, token=token)
     assert response.status_code == 503
-    assert response.json()["details"] == {"deleted": 0, "stale": 0, "failed": 3}
+    assert response.json()["details"] == {"deleted": 0, "stale": 0, "failed": 3, "complete": False}
     assert len(data_rows(writer)) == 3
     flaky_storage.reset = None
-    assert writer.post(DELETE, target, token=token).json() == {"deleted": 3, "stale": 0, "failed": 0}
+    assert writer.post(DELETE, target, token=token).json() == {"deleted": 3, "stale": 0, "failed": 0, "complete": True}
     assert data_rows(writer) == []
 
 
@@ -341,7 +352,11 @@ def test_a_scattered_batch_on_a_large_tenant_looks_each_partition_up_at_most_onc
     writer.loop.run(seed(), timeout=600)
     proxy = LoopbackProxy(azurite.port)
     try:
-        writer.set(INSIGHTS_STORAGE_CONNECTION_STRING=proxy.url_of(azurite.connection_string, azurite.port))
+        # watermarks are read again once half the settle time old: with the default (30 s), once a batch
+        writer.set(
+            INSIGHTS_STORAGE_CONNECTION_STRING=proxy.url_of(azurite.connection_string, azurite.port),
+            WRITE_SETTLE_SECONDS="30",
+        )
         shared.storage.reset_store()
         batch = [
             doc(
@@ -360,13 +375,25 @@ def test_a_scattered_batch_on_a_large_tenant_looks_each_partition_up_at_most_onc
         queries = [unquote(line) for line in proxy.lines if line.startswith("GET ")]
         assert not [q for q in queries if "PartitionKey ge" in q or "PartitionKey gt" in q]
         per_partition: dict[str, int] = {}
+        per_row: dict[tuple[str, str], int] = {}
         for query in (q for q in queries if "~meta" not in q):  # the table's form, read once
             # a point read names its partition in the path, a query in $filter
             pk = re.search(r"PartitionKey(?:=| eq )'([^']*)'", query).group(1)  # type: ignore[union-attr]
             per_partition[pk] = per_partition.get(pk, 0) + 1
-        # the tenant has no names: its name index is asked once for the batch, not per record
-        assert per_partition.pop(names_partition(batch[0]["tenantId"])) == 1
-        assert len(per_partition) == 1000 and max(per_partition.values()) == 1
+            row = re.search(r"RowKey='([^']*)'", query)
+            per_row[(pk, row.group(1) if row else "")] = per_row.get((pk, row.group(1) if row else ""), 0) + 1
+        tenant = batch[0]["tenantId"]
+        # the tenant has no names: its name index is asked once for the batch, not per record; its
+        # watermarks too (the tenant's, and its contacts' partition)
+        assert per_partition.pop(names_partition(tenant)) == 1
+        assert per_partition.pop("~tenants") == 1 and per_partition.pop(f"{tenant}|~w") == 1
+        # each record's partition: one point read of the document's index entity and one of the
+        # record's watermark, and nothing more
+        assert len(per_partition) == 1000 and set(per_partition.values()) == {2}
+        assert {row for (pk, row) in per_row if pk in per_partition} == {"i|seed", "~w"} | {
+            f"i|new-{n}" for n in range(0, 1000, 2)
+        }
+        assert max(count for (pk, _), count in per_row.items() if pk in per_partition) == 1
     finally:
         proxy.close()
         shared.storage.reset_store()

@@ -42,7 +42,8 @@ __all__ = ["export", "load", "migrate", "open_store", "purge_expired", "stats", 
 @contextlib.asynccontextmanager
 async def open_store() -> AsyncIterator[InsightsStore]:
     """A store for batch work on this event loop, its table created if missing; closed after."""
-    async with InsightsStore(build_table_client(batch_settings(get_settings()))) as store:
+    settings = batch_settings(get_settings())
+    async with InsightsStore(build_table_client(settings), settle_seconds=settings.write_settle_seconds) as store:
         await store.ensure_table()
         yield store
 

@@ -33,6 +33,7 @@ from shared.contract._models import (
 )
 from shared.contract._params import (
     DEFAULT_TOP,
+    MAX_SKIP,
     MAX_TOP,
     CrmTypeIn,
     DateTimeIn,
@@ -51,6 +52,7 @@ __all__ = [
     "DEFAULT_TOP",
     "MAX_PARTICIPANTS",
     "MAX_RELATED_ENTITIES",
+    "MAX_SKIP",
     "MAX_TOP",
     "ApiError",
     "Audience",

@@ -13,7 +13,7 @@ _TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 def is_language_tag(value: str) -> bool:
     """A language tag as documents and callers name languages: `en`, `fr-CA`, `zh-Hant-TW`."""
-    return bool(_TAG.match(value))
+    return bool(_TAG.fullmatch(value))
 
 
 def parse_accept_language(header: str | None) -> list[str]:

@@ -20,6 +20,7 @@ from shared.contract._models import BUILT_ON_FIRST_USE
 
 __all__ = [
     "DEFAULT_TOP",
+    "MAX_SKIP",
     "MAX_TOP",
     "CrmTypeIn",
     "DateTimeIn",
@@ -34,6 +35,8 @@ __all__ = [
 
 MAX_TOP = 100
 DEFAULT_TOP = 10
+MAX_SKIP = 1000
+"""A read fetches skip + top + 1 rows: a seller pages a card, never a thousand items deep."""
 _INT32_MAX = 2**31 - 1
 _INTEGER = re.compile(r"^[+-]?\d{1,12}$")
 
@@ -47,7 +50,7 @@ def _integer(value: Any) -> int:
         raise ValueError("must be an integer")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and _INTEGER.match(value.strip()):
+    elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         number = int(value.strip())
     else:
         raise ValueError("must be an integer")
@@ -77,6 +80,8 @@ def _skip(value: Any) -> int:
     number = _integer(value)
     if number < 0:
         raise ValueError("must be 0 or more")
+    if number > MAX_SKIP:
+        raise ValueError(f"must be at most {MAX_SKIP}")
     return number
 
 
@@ -103,7 +108,7 @@ def _datetime(value: Any) -> datetime:
 
 
 Top = Annotated[int, BeforeValidator(_top), annotated_types.Ge(1), annotated_types.Le(_INT32_MAX)]
-Skip = Annotated[int, BeforeValidator(_skip), annotated_types.Ge(0), annotated_types.Le(_INT32_MAX)]
+Skip = Annotated[int, BeforeValidator(_skip), annotated_types.Ge(0), annotated_types.Le(MAX_SKIP)]
 RecordTypeIn = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),

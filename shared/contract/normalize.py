@@ -23,7 +23,7 @@ _BRACED_GUID = re.compile(rf"^\{{?({GUID_PATTERN})\}}?$")
 
 
 def is_guid(value: str) -> bool:
-    return bool(_GUID.match(value))
+    return bool(_GUID.fullmatch(value))
 
 
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
@@ -53,7 +53,7 @@ def org_host(value: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         raise ValueError("is not a host name or URL") from None
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         raise ValueError("is not a host name or URL")
     return host
 
@@ -62,7 +62,7 @@ def record_id(value: str) -> str:
     """CRM record ids are kept as given, except GUIDs (Dynamics 365), which CRMs print in either
     case and with or without braces: those become lower case without braces."""
     value = value.strip()
-    match = _BRACED_GUID.match(value)
+    match = _BRACED_GUID.fullmatch(value)
     return match.group(1).lower() if match else value
 
 

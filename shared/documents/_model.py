@@ -40,7 +40,9 @@ from shared.contract import (
     normalize,
     parse_instant,
 )
-from shared.storage.keys import MAX_KEY_LENGTH, oversized_keys
+from shared.storage import data_entity
+from shared.storage.keys import MAX_KEY_LENGTH, home_of, oversized_keys, record_key_length, twin_of
+from shared.storage.limits import wire_size
 
 __all__ = ["MAX_VERSION", "AnyDocument", "DocumentError", "InsightDocument", "RecordName", "validate_document"]
 
@@ -62,8 +64,12 @@ MAX_VERSION = 2**63 - 1
 MAX_NAME_LENGTH = 200
 """A record's name as sellers see it in the chat (Dynamics 365 allows 300 for an opportunity's
 topic; names longer than this are not names a seller types)."""
-MAX_PROPERTY_CHARACTERS = 32_000
-"""A table property holds at most 64 KiB (UTF-16): 32,768 characters; a little under, to be safe."""
+MAX_PROPERTY_UNITS = 32_000
+"""A table property holds at most 64 KiB as UTF-16 (32,768 code units; a character beyond the
+Basic Multilingual Plane takes two): a little under, to be safe."""
+MAX_ENTITY_BYTES = 1_000_000
+"""A table entity holds at most 1 MiB; what the SDK sends (JSON, every non-ASCII character
+escaped, the stored JSON properties escaped again) is held a little under it."""
 
 
 def _parse_zoned(value: str, name: str) -> datetime:
@@ -147,7 +153,7 @@ class InsightDocument(BaseModel):
         if value is None:
             return None
         value = normalize.email_address(value)
-        if not _EMAIL.match(value):
+        if not _EMAIL.fullmatch(value):
             raise ValueError("must be an email address")
         return value
 
@@ -226,10 +232,7 @@ class InsightDocument(BaseModel):
                 f"{field}: makes a table key of {length} characters once encoded (non-ASCII characters "
                 f"take up to 12); at most {MAX_KEY_LENGTH}"
             )
-        for name, value in (("fields", self.fields), ("localized", self.localized)):
-            size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
-            if size > MAX_PROPERTY_CHARACTERS:
-                raise ValueError(f"{name}: is {size} characters as JSON; at most {MAX_PROPERTY_CHARACTERS} are stored")
+        _check_storable(self)
         _check_item(point, self.fields, self.dateTime, "fields")
         for tag, overlay in self.localized.items():
             extra = set(overlay) - point.localizable
@@ -346,6 +349,17 @@ class RecordName(BaseModel):
     def _url(cls, value: str | None) -> str | None:
         return _https_url(value)
 
+    @model_validator(mode="after")
+    def _keys_fit(self) -> RecordName:
+        """Checked like a document's: the keys the name index stores it under fit the table."""
+        length = record_key_length(self.tenantId, self.recordType, self.recordId)
+        if length > MAX_KEY_LENGTH:
+            raise ValueError(
+                f"recordId: makes a table key of {length} characters once encoded (non-ASCII characters "
+                f"take up to 12); at most {MAX_KEY_LENGTH}"
+            )
+        return self
+
     @property
     def id(self) -> str:
         """What a report names this line by."""
@@ -356,6 +370,37 @@ class RecordName(BaseModel):
 
 
 AnyDocument = InsightDocument | RecordName
+
+
+def _utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _check_storable(doc: InsightDocument) -> None:
+    """A document the table cannot hold is invalid on its own, naming its largest field, rather
+    than failing the transaction it would travel in on every re-send."""
+    parts: dict[str, Any] = {f"fields.{k}": v for k, v in doc.fields.items()}
+    parts |= {f"localized.{tag}.{k}": v for tag, overlay in doc.localized.items() for k, v in overlay.items()}
+    if doc.prompts:
+        parts["prompts"] = doc.prompts
+
+    def largest(prefix: str) -> str:
+        return max((name for name in parts if name.startswith(prefix)), key=lambda n: wire_size({"v": parts[n]}))
+
+    for prefix, value in (("fields", doc.fields), ("localized", doc.localized), ("prompts", doc.prompts)):
+        units = _utf16_units(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        if units > MAX_PROPERTY_UNITS:
+            raise ValueError(
+                f"{largest(prefix)}: makes {prefix} {units} UTF-16 units as stored; a table property holds "
+                f"at most {MAX_PROPERTY_UNITS}"
+            )
+    key = home_of(doc)
+    size = wire_size(data_entity(doc, key, key.home, MAX_VERSION, twin_of(doc)))
+    if size > MAX_ENTITY_BYTES:
+        raise ValueError(
+            f"{largest('')}: is the largest field of a document of {size} bytes as stored; a table entity holds "
+            f"at most {MAX_ENTITY_BYTES}"
+        )
 
 
 def _check_item(point: ExtensionPoint, fields: dict[str, Any], when: datetime | None, where: str) -> None:

@@ -31,7 +31,7 @@ _configured: bool | None = None
 
 def trace_id_of(traceparent: str | None) -> str | None:
     """The trace id of a valid W3C traceparent (version 00, non-zero ids), else None."""
-    match = _TRACEPARENT.match((traceparent or "").strip().lower())
+    match = _TRACEPARENT.fullmatch((traceparent or "").strip().lower())
     if not match or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
         return None
     return match.group(1)

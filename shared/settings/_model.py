@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # (0: no limit). See shared.storage.ReadGate.
     storage_max_concurrent_reads: int = Field(default=8, ge=0, le=256)
     throttle_requests_per_minute: int = Field(default=1200, ge=0)
+    # A write commits within this long of reading the watermarks (one write budget, 25 s, and its
+    # storage calls' bound); a contact's or tenant's delete completes with a pass that starts
+    # this long after its watermark was raised. See docs/write-rules.md.
+    write_settle_seconds: float = Field(default=30.0, ge=0.1, le=600)
 
     @field_validator(
         "auth_audiences",

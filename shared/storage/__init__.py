@@ -17,7 +17,7 @@ Writes accept any object with a document's fields (`Document`) or a record name'
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from shared.storage import errors, keys
+from shared.storage import errors, keys, limits
 from shared.storage._entities import (
     SCHEMA_VERSION,
     StoredDocument,
@@ -35,8 +35,8 @@ from shared.storage._table import build_table_client
 from shared.storage.keys import DocKey, RecordRef, WindowBounds, partition_key
 
 if TYPE_CHECKING:
-    from shared.storage._batches import changes_of, write, write_documents, write_names
-    from shared.storage._deletes import delete, delete_documents, delete_tenant, documents_in, purge_expired
+    from shared.storage._batches import rounds_of, write, write_documents, write_names
+    from shared.storage._deletes import delete, delete_documents, delete_record, documents_in, purge_expired
     from shared.storage._migrate import Migration, migrate_first_form
     from shared.storage._names import (
         FOLD_VERSION,
@@ -51,11 +51,13 @@ if TYPE_CHECKING:
         words_of,
     )
     from shared.storage._protocols import Document, NameLine
+    from shared.storage._scopes import BadContinuation, erase_contact, offboard_tenant
     from shared.storage._writer import Outcome, WriteReport
 
 _WRITE_SIDE = {
-    "shared.storage._batches": ("changes_of", "write", "write_documents", "write_names"),
-    "shared.storage._deletes": ("delete", "delete_documents", "delete_tenant", "documents_in", "purge_expired"),
+    "shared.storage._batches": ("rounds_of", "write", "write_documents", "write_names"),
+    "shared.storage._deletes": ("delete", "delete_documents", "delete_record", "documents_in", "purge_expired"),
+    "shared.storage._scopes": ("BadContinuation", "erase_contact", "offboard_tenant"),
     "shared.storage._migrate": ("Migration", "migrate_first_form"),
     "shared.storage._names": (
         *("FOLD_VERSION", "MAX_QUERY_WORDS", "Found", "claims", "find_records", "fold", "names_partition"),
@@ -80,6 +82,7 @@ __all__ = [
     "FOLD_VERSION",
     "MAX_QUERY_WORDS",
     "SCHEMA_VERSION",
+    "BadContinuation",
     "DocKey",
     "Document",
     "Found",
@@ -95,15 +98,15 @@ __all__ = [
     "WriteReport",
     "as_int",
     "build_table_client",
-    "changes_of",
     "claims",
     "data_entity",
     "delete",
     "delete_documents",
-    "delete_tenant",
+    "delete_record",
     "digest_of",
     "document_of",
     "documents_in",
+    "erase_contact",
     "errors",
     "find_records",
     "fold",
@@ -111,14 +114,17 @@ __all__ = [
     "index_entity",
     "is_copy",
     "keys",
+    "limits",
     "migrate_first_form",
     "names_partition",
+    "offboard_tenant",
     "parse_stored_time",
     "partition_key",
     "purge_expired",
     "record_entry",
     "refold",
     "reset_store",
+    "rounds_of",
     "words_of",
     "write",
     "write_documents",

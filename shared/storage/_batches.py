@@ -17,33 +17,42 @@ if TYPE_CHECKING:
     from shared.storage._protocols import Document, NameLine
     from shared.storage._store import InsightsStore
 
-__all__ = ["changes_of", "write", "write_documents", "write_names"]
+__all__ = ["rounds_of", "write", "write_documents", "write_names"]
 
 
-def changes_of(documents: Sequence[Document]) -> tuple[list[Change], list[int]]:
-    """One change a document, the last occurrence of a document winning as if sent alone;
-    `positions[i]` is the change that decides document i."""
-    last: dict[DocKey, int] = {}
-    keys = [home_of(doc) for doc in documents]
-    for i, key in enumerate(keys):
-        last[key] = i
-    order = sorted(set(last.values()))
-    index_of = {i: n for n, i in enumerate(order)}
-    changes = [Change(keys[i], documents[i], documents[i].version) for i in order]
-    return changes, [index_of[last[key]] for key in keys]
+def rounds_of(documents: Sequence[Document]) -> list[list[tuple[int, Change]]]:
+    """A batch as rounds of changes that each name a distinct document: the n-th occurrence of a
+    document in the batch is in round n, so a document sent twice is applied in order, as if sent
+    one by one (the second sees what the first left)."""
+    rounds: list[list[tuple[int, Change]]] = []
+    seen: dict[DocKey, int] = {}
+    for i, doc in enumerate(documents):
+        key = home_of(doc)
+        n = seen[key] = seen.get(key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append((i, Change(key, doc, doc.version)))
+    return rounds
 
 
 async def write(
     store: InsightsStore, documents: Sequence[Document], concurrency: int = 16, optimistic: bool = False
 ) -> WriteReport:
     """Write validated documents; one outcome per document, in order."""
-    changes, positions = changes_of(documents)
-    writer = Writer(store, concurrency, optimistic)
-    await writer.apply(changes)
-    await refresh_names(store, changes, concurrency)
-    outcomes = [changes[p].outcome or Outcome("failed", None, "not attempted") for p in positions]
-    partitions = len({c.key.home for c in changes} | {twin_of(c.doc) for c in changes if c.doc and twin_of(c.doc)})
-    return WriteReport(outcomes, partitions, writer.transactions, writer.conflicts)
+    outcomes: list[Outcome] = [Outcome("failed", None, "not attempted")] * len(documents)
+    transactions = conflicts = 0
+    for changes in rounds_of(documents):
+        writer = Writer(store, concurrency, optimistic)
+        await writer.apply([change for _, change in changes])
+        await refresh_names(store, [change for _, change in changes], concurrency)
+        for i, change in changes:
+            outcomes[i] = change.outcome or Outcome("failed", None, "not attempted")
+        transactions += writer.transactions
+        conflicts += writer.conflicts
+        optimistic = False  # a later round's documents exist: look them up
+    homes = {home_of(doc).home for doc in documents}
+    partitions = len(homes | {twin for doc in documents if (twin := twin_of(doc))})
+    return WriteReport(outcomes, partitions, transactions, conflicts)
 
 
 LOAD_CHUNK = 2000
@@ -59,8 +68,8 @@ async def write_documents(
     optimistic: bool = False,
 ) -> WriteReport:
     """Write documents (idempotent: the same documents again leave the table as it is). One
-    outcome a document, in order. A later document of the same identity wins over an earlier
-    one only inside one chunk; across chunks they are written in order, which ends the same.
+    outcome a document, in order; documents of the same identity apply in order, as if sent one
+    by one.
     Lines that only name a record (`RecordName`) are written after the documents beside them.
 
     `optimistic` (a bulk load): write without looking first, while that pays: after a chunk in

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from shared.contract import all_points, normalize
-from shared.storage._entities import is_copy, is_legacy_row, legacy_key
-from shared.storage._expiry import drop_entries, due_pages, expiry_row
-from shared.storage._table import delete as delete_op
+from shared.storage._entities import is_legacy_row, legacy_key
+from shared.storage._expiry import drop_entries, due_pages
+from shared.storage._marks import RECORD_MARK, raise_mark
 from shared.storage._table import prefix_range
 from shared.storage._writer import Change, Outcome, Writer, WriteReport, refresh_names
 from shared.storage.keys import INDEX, LEGACY, DocKey, RecordRef, enc, partition_key
@@ -20,7 +20,7 @@ from shared.storage.keys import INDEX, LEGACY, DocKey, RecordRef, enc, partition
 if TYPE_CHECKING:
     from shared.storage._store import InsightsStore
 
-__all__ = ["delete", "delete_documents", "delete_tenant", "documents_in", "purge_expired"]
+__all__ = ["delete", "delete_documents", "delete_record", "documents_in", "purge_expired"]
 
 
 async def delete(
@@ -28,10 +28,11 @@ async def delete(
     keys: Sequence[DocKey],
     version: int | None = None,
     forget_claims: Sequence[tuple[str, str, str]] = (),
+    by_scope: bool = False,
 ) -> WriteReport:
     """Delete documents by identity (each a versioned change: a tombstone stays behind).
     `forget_claims`: records whose name given on its own goes too (a record's delete)."""
-    changes = [Change(key, None, version) for key in dict.fromkeys(keys)]
+    changes = [Change(key, None, version, by_scope=by_scope) for key in dict.fromkeys(keys)]
     writer = Writer(store)
     await writer.apply(changes)
     await refresh_names(store, changes, 16, forget_claims)
@@ -41,19 +42,21 @@ async def delete(
 
 
 async def documents_in(store: InsightsStore, pk: str) -> list[DocKey]:
-    """Every live document reachable through a partition: its own, and (in a contact's) the
-    records' documents whose copy is there."""
+    """Every document reachable through a partition that a delete has work on: its own, and (in a
+    contact's) the records' documents whose copy is there; live, or deleted but not yet
+    everywhere."""
     found: dict[DocKey, None] = {}
     dlo, dhi = prefix_range(LEGACY)
     ilo, ihi = prefix_range(INDEX)
     async for entity in store.table.query(
         "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey lt @ihi ) )",
         {"pk": pk, "dlo": dlo, "dhi": dhi, "ilo": ilo, "ihi": ihi},
-        select=["PartitionKey", "RowKey", "Id", "Row", "Twin", "RecordType", "RecordId"],
+        select=["PartitionKey", "RowKey", "Id", "Row", "Twin", "Gone", "RecordType", "RecordId"],
     ):
         if is_legacy_row(entity["RowKey"]):
             found[legacy_key(entity)] = None
-        elif entity.get("Row"):
+        elif entity.get("Row") or (entity.get("Gone") or "[]") != "[]":
+            # live, or a tombstone whose copies may not all be gone: a re-sent delete completes it
             copy = entity["RowKey"] != INDEX + enc(entity["Id"])
             found[DocKey(entity["Twin"] if copy else pk, entity["Id"])] = None
     return list(found)
@@ -69,58 +72,60 @@ async def delete_documents(
     contact: str | None = None,
     doc_id: str | None = None,
     version: int | None = None,
+    continuation: str | None = None,
 ) -> WriteReport:
-    """Delete a document, a record's or a contact's documents (every extension point, and their
-    copies), or everything of a tenant. `record` is (recordType, recordId) in any spelling;
-    `contact` an address in any case. A document delete may carry the version it deletes."""
+    """Delete a document, a record's documents (every extension point, their copies included), a
+    contact's (its erasure) or a tenant's (its offboarding), with the version the delete is, if
+    given (docs/write-rules.md). `record` is (recordType, recordId) in any spelling; `contact` an
+    address in any case. A contact's and a tenant's delete run in steps: the report says whether
+    it is `complete`, else the `continuation` to send back."""
+    from shared.storage._scopes import erase_contact, offboard_tenant  # wide deletes: with the first
+
     tenant = tenant.lower()
     if scope == "tenant":
-        return WriteReport([Outcome("written")] * await delete_tenant(store, tenant))
-    ref = (
-        RecordRef.record(normalize.record_type(record[0]), normalize.record_id(record[1]))
-        if record
-        else RecordRef.contact(normalize.email_address(contact or ""))
-    )
+        return await offboard_tenant(store, tenant, version, continuation)
+    if scope == "contact":
+        return await erase_contact(store, tenant, normalize.email_address(contact or ""), version, continuation)
+    if record is None:
+        raise ValueError("a document or record delete names its record, or a contact")
+    ref = RecordRef.record(normalize.record_type(record[0]), normalize.record_id(record[1]))
     if scope == "document":
         if not (extension_point and doc_id):
             raise ValueError("deleting a document needs its extension point and id")
         return await delete(store, [DocKey(partition_key(tenant, extension_point, ref), doc_id)], version)
+    return await delete_record(store, tenant, ref, version)
+
+
+async def delete_record(store: InsightsStore, tenant: str, ref: RecordRef, version: int | None = None) -> WriteReport:
+    """Every document of a record, at every extension point: each a tombstone at `version` (or at
+    its own). With a version, the record's watermark is raised to it first in each of its
+    partitions, where every write's home transaction checks it: a write of the record at or below
+    it is stale however the two interleave."""
     keys: list[DocKey] = []
     for point in all_points():
-        keys += await documents_in(store, partition_key(tenant, point, ref))
+        pk = partition_key(tenant, point, ref)
+        if version is not None:
+            await raise_mark(store.table, pk, RECORD_MARK, version)
+        keys += await documents_in(store, pk)
     # a record's delete takes its name with it, also one given on its own
-    forget = [(tenant, *ref.parts)] if ref.kind == "r" else []
-    return await delete(store, keys, forget_claims=forget)  # type: ignore[arg-type]
-
-
-async def delete_tenant(store: InsightsStore, tenant: str) -> int:
-    """Everything stored for a tenant, index entities and tombstones included (a PartitionKey
-    range, not a table scan). Returns how many documents went (each once, not its copy)."""
-    by_partition: dict[str, list[str]] = {}
-    documents = 0
-    lo, hi = prefix_range(enc(tenant) + "|")
-    async for entity in store.table.query(
-        "PartitionKey ge @lo and PartitionKey lt @hi",
-        {"lo": lo, "hi": hi},
-        select=["PartitionKey", "RowKey", "RecordType"],
-    ):
-        by_partition.setdefault(entity["PartitionKey"], []).append(entity["RowKey"])
-        documents += entity["RowKey"][:2] in ("d|", "e|") and not is_copy(entity)
-    for pk, rows in by_partition.items():
-        await store.table.submit_all([delete_op(pk, row) for row in rows])
-    return documents
+    record_type, record_id = ref.parts
+    return await delete(store, keys, version, forget_claims=[(tenant, record_type, record_id)], by_scope=True)
 
 
 async def purge_expired(store: InsightsStore, now: datetime | None = None) -> int:
-    """Delete the documents the expiry index lists for days up to `now` that have expired by
-    then (re-checked against each document's index entity); returns how many went."""
+    """Delete the documents the expiry index lists for days up to `now` whose own stored expiry
+    has passed (an entry is a hint, checked against the stored document); each leaves a tombstone
+    at its version. Returns how many went. An entry goes once its document is dealt with."""
     now = now or datetime.now(UTC)
     deleted = 0
     async for page in due_pages(store.table, now):
-        work = [Change(key, None, None, expired_by=now) for key in {DocKey(e["Home"], e["Id"]): None for e in page}]
-        await Writer(store).apply(work)
-        await refresh_names(store, [c for c in work if c.outcome is not None and c.outcome.status == "written"], 16)
-        deleted += sum(c.outcome is not None and c.outcome.status == "written" for c in work)
-        done = {expiry_row(c.key) for c in work if c.outcome is not None and c.outcome.status != "failed"}
-        await drop_entries(store.table, [entry for entry in page if entry["RowKey"] in done])
+        work = {
+            DocKey(e["Home"], e["Id"]): Change(DocKey(e["Home"], e["Id"]), None, None, expired_by=now) for e in page
+        }
+        changes = list(work.values())
+        await Writer(store).apply(changes)
+        await refresh_names(store, [c for c in changes if c.outcome is not None and c.outcome.status == "written"], 16)
+        deleted += sum(c.outcome is not None and c.outcome.status == "written" and c.outcome.existed for c in changes)
+        done = [e for e in page if (o := work[DocKey(e["Home"], e["Id"])].outcome) is not None and o.status != "failed"]
+        await drop_entries(store.table, done)
     return deleted

@@ -86,36 +86,47 @@ def data_entity(doc: Document, key: DocKey, pk: str, version: int, twin: str) ->
 
 @dataclass
 class IndexState:
-    """A document's index entity in one partition: which row holds it there and at which
-    version. A deleted document keeps its index entity as a tombstone (`row` empty), so an
-    older write that arrives later is still stale. In the home, `twin` is the partition of the
-    current copy and `gone` the partitions that may still hold an older copy; in a copy's
-    partition, `twin` is the home."""
+    """A document's index entity in one partition: which row holds it there, and the state it
+    is at: (version, deleted, digest), compared in that order (`order`). A deleted document keeps
+    its index entity as a tombstone (`row` empty, `dead`), so an older write that arrives later
+    is still stale. In the home, `twin` is the partition of the current copy and `gone` the
+    partitions that may still hold an older copy; in a copy's partition, `twin` is the home and
+    the state is the home's that wrote it (`row` empty when the copy is not here)."""
 
     row: str = ""
     version: int = 0
+    dead: bool = False
+    digest: str = ""
     twin: str = ""
     gone: list[str] = field(default_factory=list)
     expires: str = ""
-    digest: str = ""
     etag: str | None = None
     legacy_rows: list[str] = field(default_factory=list)
     legacy_twin: str = ""
+    entity: dict[str, Any] | None = None
 
     @property
     def exists(self) -> bool:
         return self.etag is not None
 
+    @property
+    def order(self) -> tuple[int, bool, str]:
+        return (self.version, self.dead, self.digest)
+
     @classmethod
     def from_entity(cls, entity: Any) -> IndexState:
+        row = entity.get("Row") or ""
+        dead = entity.get("Del")
         return cls(
-            row=entity.get("Row") or "",
+            row=row,
             version=as_int(entity.get("Ver")),
+            dead=(not row) if dead is None else bool(dead),  # entities before `Del`: a tombstone has no row
+            digest=entity.get("Sum") or "",
             twin=entity.get("Twin") or "",
             gone=json.loads(entity.get("Gone") or "[]"),
             expires=entity.get("Exp") or "",
-            digest=entity.get("Sum") or "",
             etag=entity.metadata.get("etag"),
+            entity=dict(entity),
         )
 
 
@@ -126,6 +137,7 @@ def index_entity(
     row: str,
     version: int,
     twin: str,
+    dead: bool = False,
     gone: Iterable[str] = (),
     expires: str = "",
     digest: str = "",
@@ -136,6 +148,7 @@ def index_entity(
         "V": SCHEMA_VERSION,
         "Id": key.id,
         "Ver": int64(version),
+        "Del": dead,
         "Row": row,
         "Twin": twin,
         "Gone": _json(sorted(set(gone))),
@@ -213,8 +226,8 @@ class StoredDocument:
     prompts: tuple[str, ...]
     attached_to_record: bool
     home: str = ""
-    """With `id`, which document this is: its record (`r|type|id`) or, when it has none, its
-    contact (`c|address`). Its copy in its other partition has the same home; a document of the
+    """With `id`, which document this is: its record (`r|type|id`, encoded) or, when it has none,
+    its contact (`c|address`). Its copy in its other partition has the same home; a document of the
     same id on another record or contact does not."""
     expires: datetime | None = None
 
@@ -244,10 +257,10 @@ class StoredDocument:
             localized=json.loads(entity.get("Localized") or "{}"),
             prompts=tuple(json.loads(entity.get("Prompts") or "[]")),
             attached_to_record=not is_contact_partition(pk),
-            home=(
-                f"r|{entity['RecordType']}|{entity['RecordId']}"
+            home=(  # from encoded parts: ("a|b", "c") and ("a", "b|c") are two records
+                RecordRef.record(entity["RecordType"], entity["RecordId"]).suffix
                 if entity.get("RecordType")
-                else f"c|{entity.get('Contact') or ''}"
+                else RecordRef.contact(entity.get("Contact") or "").suffix
             ),
             expires=parse_stored_time(entity.get("Exp") or ""),
         )

@@ -19,8 +19,10 @@ from shared.storage.keys import EXPIRY, DocKey, expiry_partition
 __all__ = ["drop_entries", "due_pages", "expiry_row", "list_expiry"]
 
 
-def expiry_row(key: DocKey) -> str:
-    return hashlib.sha256(f"{key.home}\n{key.id}".encode()).hexdigest()
+def expiry_row(key: DocKey, expires: datetime) -> str:
+    """An entry per document and expiry: a write that loses (stale) adds a hint of its own and never
+    moves the stored document's."""
+    return f"{hashlib.sha256(f'{key.home}\n{key.id}'.encode()).hexdigest()}|{format_stored(expires)}"
 
 
 async def list_expiry(
@@ -33,7 +35,7 @@ async def list_expiry(
         day = expiry_partition(expires)
         entry = {
             "PartitionKey": day,
-            "RowKey": expiry_row(key),
+            "RowKey": expiry_row(key, expires),
             "Home": key.home,
             "Id": key.id,
             "Exp": format_stored(expires),

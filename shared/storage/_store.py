@@ -41,9 +41,11 @@ _SELECT = [
 
 @dataclass(frozen=True)
 class Scope:
-    """Which documents of a partition a request may see: a document scoped to a CRM org only by a
-    request naming that org; one scoped to a CRM type by a request naming that type or none.
-    Unscoped documents by every request. (`iter_documents` asks storage for exactly this.)"""
+    """Which documents of a partition a request may see: one rule for both scopes. A document
+    scoped to a CRM org is served only to a request naming that org, one scoped to a CRM type only
+    to a request naming that type; unscoped documents to every request. (A record id means a record
+    of one CRM and org: a request that does not say which is not served another org's record of the
+    same id.) `iter_documents` asks storage for exactly this."""
 
     org: str = ""
     crm: str = ""
@@ -51,16 +53,21 @@ class Scope:
 
     def admits(self, org: str, crm: str) -> bool:
         """Whether a document scoped to `org` and `crm` ("" for none) is served to this request."""
-        return (not org or org == self.org) and (not crm or not self.crm or crm == self.crm)
+        return (not org or org == self.org) and (not crm or crm == self.crm)
 
 
 class InsightsStore:
     """The table and its reads (the write path is `shared.storage._writer`, through the same door)."""
 
-    def __init__(self, table_client: Any, max_concurrent_reads: int = 0) -> None:
+    def __init__(self, table_client: Any, max_concurrent_reads: int = 0, settle_seconds: float = 30.0) -> None:
         self.table = Table(table_client)
+        self.settle_seconds = settle_seconds
+        """How long after reading the watermarks a write may still commit (`WRITE_SETTLE_SECONDS`):
+        a contact's or tenant's delete ends with a pass that starts this long after its mark."""
         self.gate = ReadGate(max_concurrent_reads)
         self._first_form: bool | None = None
+        self.salt: str | None = None
+        """The salt of contact marks (`_marks.salt_of`), read once."""
 
     async def first_form_possible(self) -> bool:
         """Whether the table may still hold first-form rows (`d|`): unless the table was created
@@ -129,6 +136,8 @@ class InsightsStore:
         if scope.crm:
             clauses.append("( Crm eq '' or Crm eq @crm )")
             params["crm"] = scope.crm
+        else:
+            clauses.append("Crm eq ''")
         first_form: deque[StoredDocument] | None = None
         held: list[StoredDocument] = []
         async for entity in self._pages(" and ".join(clauses), params, page_size):
@@ -265,7 +274,9 @@ def _readable(entity: dict[str, Any], now: datetime) -> StoredDocument | None:
 
 
 _stores: PerLoop[InsightsStore] = PerLoop(
-    lambda settings: InsightsStore(build_table_client(settings), settings.storage_max_concurrent_reads),
+    lambda settings: InsightsStore(
+        build_table_client(settings), settings.storage_max_concurrent_reads, settings.write_settle_seconds
+    ),
     InsightsStore.close,
 )
 

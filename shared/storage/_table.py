@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.storage.errors import Conflict, StorageError, TableMissing, Unavailable
+from shared.storage.limits import MAX_TRANSACTION
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -37,9 +38,6 @@ __all__ = [
     "upsert",
 ]
 
-MAX_TRANSACTION = 100
-"""Operations in one entity group transaction (Azure's limit; Azurite answers more with a bare
-protocol error)."""
 CONFLICT_RETRIES = 10
 CONFLICT_STATUSES = frozenset({404, 409, 412})
 """What a failed condition looks like: the entity changed (412), appeared (409) or went (404)."""

@@ -1,31 +1,31 @@
-"""The write path: whatever the interleaving of writers and retries, one current version per
-document. All of its rules are here.
+"""The write path: whatever the interleaving of writers, retries and deletes, one current state per
+document, the same on every side. Its rules (docs/write-rules.md has them as one table):
 
-1. **Versions.** Every document has one. A writer may send `version` (an integer that only
-   grows); a write or delete older than the stored version is `stale` and changes nothing; the
-   same version again is a re-send: it changes nothing at home and completes the copy. Without
-   `version`, the home assigns the next one as the write commits.
-2. **Home: one entity group transaction per document change.** The home partition (the
-   record's, or the contact's when there is no record) holds the document's row and its index
-   entity (`i|{id}`: which row, which version, where the copy is). The old row's delete, the new
-   row and the index entity go in one transaction, conditioned on the index entity's ETag (or on
-   its absence): a concurrent writer's transaction fails and is retried against the new state,
-   so exactly one row remains. A delete leaves the index entity as a tombstone at its version.
-3. **Copies converge.** A document with a record and a contact is also stored in the contact's
-   partition, which cannot share the home's transaction. The copy has its own index entity
-   carrying the version and is written only over an older one, also ETag-conditioned; a
-   partition the copy left (the contact changed, the document was deleted) gets a tombstone at
-   the new version. The home remembers such partitions (`Gone`) until a writer has cleaned them,
-   so retries and concurrent writers converge on the highest version on both sides.
-4. **Lookups per partition.** A batch reads each partition it touches once (a RowKey range of
-   index entities inside it, with any first-form rows), never a range across partitions.
-5. **First-form rows** (`d|`, V=1) of a document are deleted in the transaction that writes its
-   current form, wherever they are found.
-6. **Expiry index.** A document with `expiresAt` is listed under `~expiry|{day}` before its
-   write commits; `purge_expired` walks the days that have passed and deletes a listed document
-   only if its index entity still says it has expired.
-7. **Honest failures.** A transaction that fails is reported with the documents it held, and
-   only those; nothing is retried blindly except ETag conflicts. Re-sending completes it.
+1. **Order.** A document's state is ordered by (version, a delete above a write, then the greater
+   digest of the canonical content between two writes). A write or delete that does not rise
+   above what is stored when it is applied (the document's own state, or a watermark covering
+   it: `_marks`) is `stale` and changes nothing. The same state again is a re-send: nothing
+   changes at home, and what it left undone elsewhere (the copy, the partitions a copy left) is
+   completed.
+2. **Versions.** A writer may send `version`. Without it, a write is numbered above the stored
+   version and the covering watermark, and always lands; a delete is a tombstone at the stored
+   version (which a delete outranks at an equal version), so the next revision still lands.
+3. **Home: one entity group transaction per document change.** The home partition (the record's,
+   or the contact's when there is no record) holds the document's row and its index entity
+   (`i|{id}`: which row, which state, where the copy is). The old row's delete, the new row and the
+   index entity go in one transaction, conditioned on the index entity's ETag (or on its absence)
+   and, in a record's partition, on the record's watermark: a concurrent writer's or record
+   delete's change makes it fail, and it is planned again on what is there now.
+4. **Copies agree.** A document with a record and a contact is also stored in the contact's
+   partition, which cannot share the home's transaction. The copy is written from the state the
+   home committed (the same version, the same content), and only over an older state; a partition
+   the copy left gets a tombstone at the new state. The home lists such partitions (`Gone`) until
+   they are clean, so a writer cut short is completed by the next write or by a re-send.
+5. **Lookups per partition.** A batch reads each partition it touches once (point reads of its
+   documents' index entities, or one RowKey range inside the partition), never across partitions.
+6. **Limits.** Transactions are cut by count (100 operations) and by bytes (what the SDK sends).
+7. **Honest failures.** A transaction that fails is reported with the documents it held, and only
+   those; nothing is retried blindly except conflicts. Re-sending completes it.
 """
 
 from __future__ import annotations
@@ -37,22 +37,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from shared.contract import format_stored
 from shared.runtime import current_deadline
 from shared.storage._entities import (
     IndexState,
+    as_int,
     data_entity,
     digest_of,
     index_entity,
+    int64,
     is_legacy_row,
     legacy_key,
     parse_stored_time,
 )
 from shared.storage._expiry import list_expiry
+from shared.storage._marks import RECORD_MARK, Marks, read_marks
 from shared.storage._names import RecordWork, records_of, refresh_many
 from shared.storage._table import (
-    MAX_TRANSACTION,
     attempts,
     delete,
     describe,
@@ -61,7 +64,8 @@ from shared.storage._table import (
     upsert,
 )
 from shared.storage.errors import Conflict, StorageError, Unavailable
-from shared.storage.keys import LEGACY, DocKey, twin_of
+from shared.storage.keys import LEGACY, DocKey, is_contact_partition, twin_of
+from shared.storage.limits import MAX_TRANSACTION, MAX_TRANSACTION_BYTES, OPERATION_OVERHEAD, wire_size
 
 if TYPE_CHECKING:
     from shared.storage._protocols import Document
@@ -77,6 +81,8 @@ POINT_READS = 8
 Azure, and on Azurite, which answers a query by scanning); for more, one RowKey range query."""
 
 Status = Literal["written", "stale", "failed", "absent", "kept"]
+State = tuple[int, bool, str]
+"""(version, deleted, digest): a document's state, in the order the rules compare states."""
 
 
 @dataclass
@@ -85,6 +91,8 @@ class Outcome:
     version: int | None = None
     error: str | None = None
     transaction: int | None = None
+    existed: bool = False
+    """A delete or purge: the document was live before (what `deleted` counts)."""
 
 
 @dataclass
@@ -96,13 +104,32 @@ class Change:
     version: int | None = None
     expired_by: datetime | None = None
     """A purge: delete only if the stored document has expired by this instant."""
+    by_scope: bool = False
+    """A delete that a wider delete (record, contact) makes: its own watermark does not refuse it."""
+    mark: int = 0
+    """The tenant's and contact's watermark covering the document (`_marks`)."""
+    naming: str = ""
+    """A contact's erasure: delete only while the document's copy is in this partition."""
+    at_most: int | None = None
+    """A wide delete: delete only a document stored at or below this version."""
     outcome: Outcome | None = None
-    # what the home committed, for the copies
-    committed: int = 0
+    # what the home committed (or holds, for a re-send), for the copies
+    committed: State = (0, False, "")
     twin: str = ""
     gone: list[str] = field(default_factory=list)
     home_index: dict[str, Any] | None = None
     home_etag: str | None = None
+
+    @property
+    def tenant(self) -> str:
+        return unquote(self.key.home.split("|", 1)[0])
+
+    @property
+    def contact(self) -> str | None:
+        """The contact whose mark covers the document: its own, or its home's."""
+        if self.doc is not None:
+            return self.doc.contactEmail
+        return unquote(self.key.home.split("|", 3)[3]) if is_contact_partition(self.key.home) else None
 
 
 @dataclass
@@ -111,15 +138,27 @@ class WriteReport:
     partitions: int = 0
     transactions: int = 0
     conflicts: int = 0
+    complete: bool = True
+    """A contact's or tenant's delete: False until a final pass is over (`_scopes`)."""
+    continuation: str | None = None
+    """Where that delete goes on: sent back with the same request."""
+    retry_after: float = 0.0
+    """Seconds before the continuation can finish the delete."""
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def existed(self) -> int:
+        return sum(o.status in ("written", "kept") and o.existed for o in self.outcomes)
 
 
 @dataclass
 class _PartitionState:
     index: dict[str, IndexState]
     legacy: dict[DocKey, list[dict[str, Any]]]
+    mark: IndexState | None = None
+    """The record's watermark entity, in a record's partition (None: not looked up)."""
 
     def of(self, key: DocKey, pk: str) -> IndexState:
         state = self.index.get(key.index_row(pk)) or IndexState()
@@ -127,6 +166,9 @@ class _PartitionState:
         state.legacy_rows = [row["RowKey"] for row in rows]
         state.legacy_twin = next((row.get("Twin") or "" for row in rows if row.get("Twin")), "")
         return state
+
+
+Planned = tuple[Change, list[tuple[Any, ...]], dict[str, Any]]
 
 
 class Writer:
@@ -143,12 +185,23 @@ class Writer:
         self.transactions = 0
         self._labels = 0
         self._prefetched: dict[str, _PartitionState] = {}
+        self.marks = Marks()
+        self._marks_read = 0.0
+        self._tenants: set[str] = set()
+        self._marks_lock = asyncio.Lock()
 
     # ---- the batch ---------------------------------------------------------------------------
 
     async def apply(self, changes: Sequence[Change]) -> None:
-        """Apply changes that each name a distinct document (the caller keeps the last of
-        duplicates). Sets every change's `outcome`."""
+        """Apply changes that each name a distinct document (a batch with several changes of one
+        document applies them in rounds, `_batches.write`). Sets every change's `outcome`."""
+        try:
+            self._check_time()
+            self._tenants = {c.tenant for c in changes}
+            await self._fresh_marks(changes)
+        except StorageError as exc:
+            _fail(changes, f"not written: the scope's watermarks could not be read: {describe(exc)}")
+            return
         await self._list_expiry([c for c in changes if c.doc is not None and c.doc.expiresAt is not None])
         homes: dict[str, list[Change]] = defaultdict(list)
         for change in changes:
@@ -174,7 +227,18 @@ class Writer:
             both = twins & homes.keys()
             await self._gather(self._prefetch(pk, wanted[pk]) for pk in both)
         await self._gather(self._home(pk, group) for pk, group in homes.items())
-        await self._copies([c for c in changes if c.outcome is not None and c.outcome.status == "written"])
+        await self._copies([c for c in changes if c.outcome is not None and c.outcome.status in ("written", "kept")])
+
+    async def _fresh_marks(self, changes: Iterable[Change]) -> None:
+        """The tenant and contact watermarks, read again when older than half the settle time: a
+        write commits within `settle_seconds` of reading them, which a contact's or tenant's
+        delete counts on (`_scopes`)."""
+        async with self._marks_lock:
+            if time.monotonic() - self._marks_read > self.store.settle_seconds / 2:
+                self.marks = await read_marks(self.store, self._tenants)
+                self._marks_read = time.monotonic()
+        for change in changes:
+            change.mark = self.marks.of(change.tenant, change.contact)
 
     async def _gather(self, work: Iterable[Any]) -> None:
         async def one(coroutine: Any) -> None:
@@ -193,18 +257,21 @@ class Writer:
 
     async def _lookup(self, pk: str, keys: Iterable[DocKey]) -> _PartitionState:
         """Index entities of `keys` in partition `pk` (and its first-form rows while the table may
-        hold some): one request, a point read for one document, else a RowKey range."""
+        hold some), and a record's watermark: point reads for a few documents, else one RowKey
+        range."""
         rows = sorted(key.index_row(pk) for key in keys)
         self._check_time()
         index: dict[str, IndexState] = {}
         legacy: dict[DocKey, list[dict[str, Any]]] = defaultdict(list)
+        record = not is_contact_partition(pk)
         if await self.store.first_form_possible():
             query = "PartitionKey eq @pk and ( ( RowKey ge @dlo and RowKey lt @dhi ) or ( RowKey ge @ilo and RowKey le @ihi ) )"
         elif len(rows) <= POINT_READS:
-            for row, entity in zip(rows, await asyncio.gather(*(self.table.get(pk, r) for r in rows)), strict=True):
+            *found, mark = await asyncio.gather(*(self.table.get(pk, r) for r in rows), self._mark(pk, record))
+            for row, entity in zip(rows, found, strict=True):
                 if entity is not None:
                     index[row] = IndexState.from_entity(entity)
-            return _PartitionState(index, legacy)
+            return _PartitionState(index, legacy, _mark_state(mark) if record else None)
         else:
             query = "PartitionKey eq @pk and RowKey ge @ilo and RowKey le @ihi"
         dlo, dhi = prefix_range(LEGACY)
@@ -215,11 +282,15 @@ class Writer:
                 legacy[legacy_key(entity)].append(entity)
             else:
                 index[entity["RowKey"]] = IndexState.from_entity(entity)
-        return _PartitionState(index, legacy)
+        mark = await self._mark(pk, record)
+        return _PartitionState(index, legacy, _mark_state(mark) if record else None)
+
+    async def _mark(self, pk: str, record: bool) -> dict[str, Any] | None:
+        return await self.table.get(pk, RECORD_MARK) if record else None
 
     async def _state(self, pk: str, keys: Iterable[DocKey], fresh: bool) -> _PartitionState:
         if not fresh and self.optimistic:
-            return _PartitionState({}, {})
+            return _PartitionState({}, {}, IndexState() if not is_contact_partition(pk) else None)
         if not fresh and (known := self._prefetched.get(pk)) is not None:
             # the snapshot serves the first try of both the home's and the copies' step (their
             # index entities differ); a conflict makes any later try look again
@@ -232,70 +303,37 @@ class Writer:
         pending = changes
         async for attempt in attempts():
             try:
+                await self._fresh_marks(pending)
                 state = await self._state(pk, [c.key for c in pending], fresh=attempt > 0)
             except StorageError as exc:
                 _fail(pending, describe(exc))
                 return
-            batch: list[tuple[Change, list[tuple[Any, ...]], dict[str, Any]]] = []
+            record_mark = state.mark.version if state.mark is not None else 0
+            batch: list[Planned] = []
             for change in pending:
-                planned = self._plan_home(pk, change, state.of(change.key, pk))
+                planned = _plan_home(pk, change, state.of(change.key, pk), record_mark)
                 if planned is not None:
                     batch.append((change, *planned))
-            pending = await self._submit(pk, batch, home=True)
+            guard: list[tuple[Any, ...]] = []
+            if state.mark is not None and batch:
+                # the record's watermark, unchanged since it was read (or still absent): a record
+                # delete that raises it in the meantime makes this transaction fail
+                guard = [put_if_unchanged(_mark_entity(pk, state.mark), state.mark.etag)]
+            pending = await self._submit(pk, batch, home=True, guard=guard)
             if not pending:
                 return
         _fail(pending, "the document changed under this write too many times in a row; send it again")
 
-    def _plan_home(
-        self, pk: str, change: Change, state: IndexState
-    ) -> tuple[list[tuple[Any, ...]], dict[str, Any]] | None:
-        """The operations of a change at home, or None when it needs none (its outcome set)."""
-        key, doc = change.key, change.doc
-        current = state.version if state.exists else 0
-        digest = digest_of(doc) if doc is not None else ""
-        resent = change.version is None and bool(state.row) and state.digest == digest
-        if resent or (change.version is not None and state.exists and change.version <= current):
-            if resent or (change.version == current and (doc is not None) == bool(state.row)):
-                # a re-send of the stored revision (a write or a delete): nothing changes at
-                # home; what it left undone elsewhere is completed
-                change.committed, change.twin, change.gone = current, state.twin, list(state.gone)
-                change.outcome = Outcome("written", current)
-            else:
-                change.outcome = Outcome("stale", current)
-            return None
-        if doc is None and not state.exists and not state.legacy_rows and change.version is None:
-            change.outcome = Outcome("absent")
-            return None
-        if change.expired_by is not None:
-            expires = parse_stored_time(state.expires) if state.exists else None
-            if not (state.row and expires is not None and expires <= change.expired_by):
-                change.outcome = Outcome("kept", current)
-                return None
-        version = change.version if change.version is not None else current + 1
-        twin = twin_of(doc) if doc is not None else ""
-        gone = {*state.gone, state.twin, state.legacy_twin} - {twin, ""}
-        ops: list[tuple[Any, ...]] = []
-        row = key.data_row(pk, doc.dateTime) if doc is not None else ""
-        if state.row and state.row != row:
-            ops.append(delete(pk, state.row))
-        ops += [delete(pk, old) for old in state.legacy_rows]
-        if doc is not None:
-            ops.append(upsert(data_entity(doc, key, pk, version, twin)))
-        expiry = format_stored(doc.expiresAt) if doc is not None and doc.expiresAt else ""
-        index = index_entity(key, pk, row=row, version=version, twin=twin, gone=gone, expires=expiry, digest=digest)
-        ops.append(put_if_unchanged(index, state.etag))
-        change.committed, change.twin, change.gone = version, twin, sorted(gone)
-        return ops, index
-
     async def _submit(
-        self, pk: str, batch: list[tuple[Change, list[tuple[Any, ...]], dict[str, Any]]], home: bool
+        self, pk: str, batch: list[Planned], home: bool, guard: Sequence[tuple[Any, ...]] = ()
     ) -> list[Change]:
-        """Submit the planned operations in transactions of whole changes; returns the changes
-        whose transaction met a conflict (to be planned again on fresh state)."""
+        """Submit the planned operations in transactions of whole changes (each with the `guard`
+        operations); returns the changes whose transaction met a conflict (to be planned again on
+        fresh state)."""
         conflicted: list[Change] = []
-        for members in _transactions(batch):
+        for members in _transactions(batch, reserved=len(guard), reserved_bytes=sum(map(_op_size, guard))):
             label = self._label()
-            ops = [op for _, change_ops, _ in members for op in change_ops]
+            ops = [*guard, *(op for _, change_ops, _ in members for op in change_ops)]
             try:
                 self._check_time()
                 results = await self.table.submit(ops)
@@ -309,12 +347,13 @@ class Writer:
                     change.outcome = Outcome("failed", None, f"not written {where}: {describe(exc)}", label)
                 continue
             self.transactions += 1
-            position = 0
+            position = len(guard)
             for change, change_ops, index in members:
                 position += len(change_ops)
                 if home:
                     change.home_index, change.home_etag = index, _etag(results, position - 1)
-                    change.outcome = Outcome("written", change.committed, None, label)
+                    assert change.outcome is not None
+                    change.outcome.transaction = label
         return conflicted
 
     # ---- copies --------------------------------------------------------------------------------
@@ -328,20 +367,24 @@ class Writer:
             for pk in change.gone:
                 tasks[pk].append((change, False))
         await self._gather(self._copy_partition(pk, group) for pk, group in tasks.items())
-        cleaned = [c for c in changes if c.gone and c.home_etag and c.outcome and c.outcome.status == "written"]
+        cleaned = [
+            c for c in changes if c.gone and c.home_etag and c.outcome and c.outcome.status in ("written", "kept")
+        ]
         await self._gather(self._forget_gone(change) for change in cleaned)
 
     async def _copy_partition(self, pk: str, tasks: list[tuple[Change, bool]]) -> None:
         pending = tasks
         async for attempt in attempts():
             try:
+                await self._fresh_marks([])
+                erased = self.marks.contact(pending[0][0].tenant, _address_of(pk))
                 state = await self._state(pk, [c.key for c, _ in pending], fresh=attempt > 0)
             except StorageError as exc:
                 _fail([c for c, _ in pending], f"its copy was not written: {describe(exc)}")
                 return
-            batch: list[tuple[Change, list[tuple[Any, ...]], dict[str, Any]]] = []
+            batch: list[Planned] = []
             for change, put in pending:
-                planned = _plan_copy(pk, change, put, state.of(change.key, pk))
+                planned = _plan_copy(pk, change, put, state.of(change.key, pk), erased)
                 if planned:
                     batch.append((change, planned, {}))
             conflicted = await self._submit(pk, batch, home=False)
@@ -352,11 +395,11 @@ class Writer:
         _fail([c for c, _ in pending], "its copy changed under this write too many times in a row; send it again")
 
     async def _forget_gone(self, change: Change) -> None:
-        """Once the partitions a copy left hold tombstones, the home stops listing them (only if
-        nothing has been written there since: else the later writer carries them on)."""
-        if change.home_index is None or change.outcome is None or change.outcome.status != "written":
+        """Once the partitions a copy left are clean, the home stops listing them (only if nothing
+        has been written there since: else the later writer carries them on)."""
+        if change.home_index is None or change.home_etag is None:
             return
-        if change.home_etag is None:
+        if change.outcome is None or change.outcome.status not in ("written", "kept"):
             return
         try:
             await self.table.replace_if_unchanged({**change.home_index, "Gone": "[]"}, change.home_etag)
@@ -388,9 +431,99 @@ class Writer:
             raise Unavailable("not attempted: the request's time ran out")
 
 
-def _plan_copy(pk: str, change: Change, put: bool, state: IndexState) -> list[tuple[Any, ...]]:
-    version = change.committed
-    if state.exists and state.version >= version:
+# ---- planning: the rules, as pure functions of what was read ------------------------------------------
+
+
+def _plan_home(
+    pk: str, change: Change, state: IndexState, record_mark: int
+) -> tuple[list[tuple[Any, ...]], dict[str, Any]] | None:
+    """The operations of a change at home, or None when it needs none (its outcome set; a re-send
+    of the stored state keeps what the home holds in `committed`, for the copies)."""
+    key, doc = change.key, change.doc
+    mark = max(change.mark, record_mark)
+    stored: State | None = state.order if state.exists else None
+    current = state.version if state.exists else 0
+    live = bool(state.row) or bool(state.legacy_rows)
+    if change.naming and change.naming not in (state.twin, state.legacy_twin):
+        # the document no longer names the erased contact: only what it left there is completed
+        if change.naming in state.gone:
+            _resend(change, state, "kept", existed=False)
+        else:
+            change.outcome = Outcome("kept", current)
+        return None
+    if change.at_most is not None and state.exists and current > change.at_most:
+        change.outcome = Outcome("stale", current)  # written after the wide delete's mark: it stays
+        return None
+    if change.expired_by is not None:  # the purge: only a document whose own expiry has passed
+        expires = parse_stored_time(state.expires) if state.exists else None
+        if not (state.row and expires is not None and expires <= change.expired_by):
+            if state.exists and not state.row:  # purged before, perhaps not everywhere: complete it
+                _resend(change, state, "kept", existed=False)
+            else:
+                change.outcome = Outcome("kept", current)
+            return None
+        new: State = (current, True, "")
+    elif doc is None:
+        if change.version is None:
+            if not state.exists and not state.legacy_rows:
+                change.outcome = Outcome("absent")
+                return None
+            new = (current, True, "")  # a tombstone at the stored version: the next revision lands
+        else:
+            new = (change.version, True, "")
+    else:
+        digest = digest_of(doc)
+        if change.version is None:
+            if state.row and state.digest == digest:
+                new = state.order  # the stored document again: a re-send
+            else:
+                new = (max(current, mark) + 1, False, digest)
+        else:
+            new = (change.version, False, digest)
+    refused = mark > 0 and change.version is not None and not change.by_scope and change.version <= mark
+    if stored is not None and new == stored:
+        _resend(change, state, "written", existed=False)
+        return None
+    if refused or (stored is not None and new < stored):
+        change.outcome = Outcome("stale", current)
+        return None
+    version, dead, digest = new
+    twin = twin_of(doc) if doc is not None else ""
+    gone = {*state.gone, state.twin, state.legacy_twin} - {twin, ""}
+    ops: list[tuple[Any, ...]] = []
+    row = key.data_row(pk, doc.dateTime) if doc is not None else ""
+    if state.row and state.row != row:
+        ops.append(delete(pk, state.row))
+    ops += [delete(pk, old) for old in state.legacy_rows]
+    if doc is not None:
+        ops.append(upsert(data_entity(doc, key, pk, version, twin)))
+    expiry = format_stored(doc.expiresAt) if doc is not None and doc.expiresAt else ""
+    index = index_entity(
+        key, pk, row=row, version=version, dead=dead, twin=twin, gone=gone, expires=expiry, digest=digest
+    )
+    ops.append(put_if_unchanged(index, state.etag))
+    change.committed, change.twin, change.gone = new, twin, sorted(gone)
+    change.outcome = Outcome("written", version, existed=live and dead)
+    return ops, index
+
+
+def _resend(change: Change, state: IndexState, status: Status, existed: bool) -> None:
+    """Nothing changes at home: what the stored state left undone elsewhere is completed (and the
+    home then stops listing the partitions a copy left, if its entity is still as read)."""
+    change.committed, change.twin, change.gone = state.order, state.twin, list(state.gone)
+    change.outcome = Outcome(status, state.version, existed=existed)
+    if state.gone and state.entity is not None:
+        change.home_index = {k: v for k, v in state.entity.items() if k not in ("Timestamp", "etag")}
+        change.home_etag = state.etag
+
+
+def _plan_copy(pk: str, change: Change, put: bool, state: IndexState, erased: int) -> list[tuple[Any, ...]]:
+    """The copy's partition takes the state the home committed, only over an older one. An erased
+    contact's partition takes no copy at or below its mark, and no tombstone where nothing is."""
+    version, dead, digest = change.committed
+    if state.exists and state.order >= change.committed:
+        return [delete(pk, old) for old in state.legacy_rows]
+    if erased and (version <= erased or (not put and not state.exists)):
         return [delete(pk, old) for old in state.legacy_rows]
     key, doc = change.key, change.doc
     ops: list[tuple[Any, ...]] = []
@@ -400,22 +533,49 @@ def _plan_copy(pk: str, change: Change, put: bool, state: IndexState) -> list[tu
     ops += [delete(pk, old) for old in state.legacy_rows]
     if put and doc is not None:
         ops.append(upsert(data_entity(doc, key, pk, version, key.home)))
-    ops.append(put_if_unchanged(index_entity(key, pk, row=row, version=version, twin=key.home), state.etag))
+    index = index_entity(key, pk, row=row, version=version, dead=dead, digest=digest, twin=key.home)
+    ops.append(put_if_unchanged(index, state.etag))
     return ops
 
 
-def _transactions(batch: list[Any]) -> list[list[Any]]:
-    groups: list[list[Any]] = [[]]
-    size = 0
+def _mark_state(entity: dict[str, Any] | None) -> IndexState:
+    if entity is None:
+        return IndexState()
+    return IndexState(version=as_int(entity.get("Ver")), etag=entity.metadata.get("etag"), entity=dict(entity))  # type: ignore[attr-defined]
+
+
+def _mark_entity(pk: str, mark: IndexState) -> dict[str, Any]:
+    if mark.entity is not None:
+        return {k: v for k, v in mark.entity.items() if k not in ("Timestamp", "etag")}
+    return {"PartitionKey": pk, "RowKey": RECORD_MARK, "Ver": int64(0)}
+
+
+def _address_of(pk: str) -> str:
+    return unquote(pk.split("|", 3)[3]) if is_contact_partition(pk) else ""
+
+
+# ---- transactions by count and by bytes -------------------------------------------------------------
+
+
+def _op_size(op: tuple[Any, ...]) -> int:
+    return wire_size(op[1]) + OPERATION_OVERHEAD
+
+
+def _transactions(batch: list[Planned], reserved: int = 0, reserved_bytes: int = 0) -> list[list[Planned]]:
+    """Whole changes, grouped into transactions of at most MAX_TRANSACTION operations and
+    MAX_TRANSACTION_BYTES bytes, each with room for `reserved` operations of `reserved_bytes`."""
+    groups: list[list[Planned]] = [[]]
+    count, size = reserved, reserved_bytes
     for member in batch:
-        n = len(member[1])
+        n, bytes_ = len(member[1]), sum(map(_op_size, member[1]))
         if not n:
             continue
-        if size + n > MAX_TRANSACTION and groups[-1]:
+        if groups[-1] and (count + n > MAX_TRANSACTION or size + bytes_ > MAX_TRANSACTION_BYTES):
             groups.append([])
-            size = 0
+            count, size = reserved, reserved_bytes
         groups[-1].append(member)
-        size += n
+        count += n
+        size += bytes_
     return [g for g in groups if g]
 
 
@@ -429,7 +589,7 @@ def _etag(results: Any, position: int) -> str | None:
 
 def _fail(changes: Iterable[Change], error: str) -> None:
     for change in changes:
-        if change.outcome is None or change.outcome.status == "written":
+        if change.outcome is None or change.outcome.status in ("written", "kept"):
             change.outcome = Outcome("failed", None, error, change.outcome.transaction if change.outcome else None)
 
 

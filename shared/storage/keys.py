@@ -48,6 +48,7 @@ __all__ = [
     "oversized_keys",
     "partition_key",
     "partition_keys",
+    "record_key_length",
     "ref_suffix",
     "refs_of",
     "ticks",
@@ -175,6 +176,12 @@ def oversized_keys(doc: Document) -> list[tuple[str, int]]:
     if row > MAX_KEY_LENGTH:
         found.append(("id", row))
     return found
+
+
+def record_key_length(tenant: str, record_type: str, record_id: str) -> int:
+    """The longest key a record takes in the name index (`{tenant}|~names` rows `n|`, `k|`), where
+    a line that only names a record is stored."""
+    return max(len(f"{enc(tenant)}|~names"), len(f"n|{enc(record_type)}|{enc(record_id)}"))
 
 
 def expiry_partition(when: datetime) -> str:
