@@ -264,6 +264,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       STORAGE_RETRIES: '1'
       STORAGE_MAX_CONCURRENT_READS: '8'
       THROTTLE_REQUESTS_PER_MINUTE: '1200'
+      // how long a contact's or tenant's delete waits for writes already in flight (docs/write-rules.md)
+      WRITE_SETTLE_SECONDS: '30'
     })
     dependsOn: [
       // the host starts with these settings: its storage and telemetry rights must exist first

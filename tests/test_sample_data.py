@@ -51,6 +51,7 @@ def test_content_suggestions_in_french_are_french_throughout(service: Service) -
         "resourceType": "email-thread",
         "recordType": "opportunity",
         "recordId": OPPORTUNITY,
+        "crmType": "Dynamics365",
         "crmOrgUrl": "contoso.crm.dynamics.com",
         "inputPrompt": "Make a proposal",
     }

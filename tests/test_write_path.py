@@ -352,10 +352,10 @@ def test_a_scattered_batch_on_a_large_tenant_looks_each_partition_up_at_most_onc
     writer.loop.run(seed(), timeout=600)
     proxy = LoopbackProxy(azurite.port)
     try:
-        # watermarks are read again once half the settle time old: with the default (30 s), once a batch
+        # watermarks are read again once half the settle time old: with ten minutes, once for the batch
         writer.set(
             INSIGHTS_STORAGE_CONNECTION_STRING=proxy.url_of(azurite.connection_string, azurite.port),
-            WRITE_SETTLE_SECONDS="30",
+            WRITE_SETTLE_SECONDS="600",
         )
         shared.storage.reset_store()
         batch = [

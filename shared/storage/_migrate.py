@@ -64,24 +64,49 @@ async def migrate_first_form(
     return migration
 
 
+def _written_at(entity: Any) -> tuple[str, str]:
+    """When the table last wrote an entity (its `Timestamp`), the partition breaking a tie."""
+    stamp = (getattr(entity, "metadata", None) or {}).get("timestamp")
+    return (stamp.isoformat() if stamp is not None else "", entity["PartitionKey"])
+
+
+async def _other_sides(store: InsightsStore, key: object, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first-form rows of the same document on the other side of its pair (`Twin`), which
+    the first form wrote without a transaction: the two may hold different revisions."""
+    here = {row["PartitionKey"] for row in rows}
+    lo, hi = prefix_range(LEGACY)
+    found = []
+    twins: set[str] = {str(row["Twin"]) for row in rows if row.get("Twin")}
+    for twin in sorted(twins - here):
+        async for entity in store.table.query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and Id eq @id",
+            {"pk": twin, "lo": lo, "hi": hi, "id": rows[0]["Id"]},
+        ):
+            if legacy_key(entity) == key:
+                found.append(entity)
+    return found
+
+
 async def _migrate_page(
     store: InsightsStore, page: list[dict[str, Any]], validate: Validate, migration: Migration
 ) -> None:
-    documents = []
+    """Each document of the page once, from its most recently written first-form row (the row's
+    `Timestamp`) wherever that row lies, its other rows removed with it by the write."""
     seen: dict[object, list[dict[str, Any]]] = {}
     for entity in page:
+        seen.setdefault(legacy_key(entity), []).append(entity)
+    documents = []
+    for key, rows in seen.items():
+        newest = max([*rows, *await _other_sides(store, key, rows)], key=_written_at)
         try:
-            document, problem = validate(document_of(entity))
+            document, problem = validate(document_of(newest))
         except (ValueError, KeyError, TypeError) as exc:
             document, problem = None, f"row: unreadable ({type(exc).__name__})"
         if document is None:
             migration.totals["invalid"] += 1
-            migration.problems.append(f"left as it is: row {entity['RowKey']} of {entity['PartitionKey']}: {problem}")
+            migration.problems.append(f"left as it is: row {newest['RowKey']} of {newest['PartitionKey']}: {problem}")
             continue
-        key = legacy_key(entity)
-        if key not in seen:
-            documents.append(document)
-        seen.setdefault(key, []).append(entity)
+        documents.append(document)
     report = await write(store, documents)
     for document, outcome in zip(documents, report.outcomes, strict=True):
         rows = seen[home_of(document)]

@@ -485,7 +485,7 @@ def _plan_home(
         _resend(change, state, "written", existed=False)
         return None
     if refused or (stored is not None and new < stored):
-        change.outcome = Outcome("stale", current)
+        change.outcome = Outcome("stale", current if live else None)  # the version a reader is served
         return None
     version, dead, digest = new
     twin = twin_of(doc) if doc is not None else ""
