@@ -251,6 +251,17 @@ def apply_local_settings() -> None:
 # ---- commands (run inside .venv) -----------------------------------------------------------------
 
 
+def cmd_write_model(args: argparse.Namespace) -> int:
+    if args.examples < 1 or args.steps < 1:
+        raise CommandError("--examples and --steps are counts from 1")
+    env = {**os.environ, "WRITE_MODEL_EXAMPLES": str(args.examples), "WRITE_MODEL_STEPS": str(args.steps)}
+    started = time.monotonic()
+    test = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_write_model.py"]
+    code = subprocess.run([*test, "--hypothesis-show-statistics"], cwd=ROOT, env=env).returncode
+    print(f"{args.examples} histories of up to {args.steps} operations in {time.monotonic() - started:.0f} s")
+    return code
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     steps = [
         [sys.executable, "-m", "ruff", "check", "."],
@@ -857,6 +868,7 @@ SETTINGS_FROM = {
     "migrate": LOCAL_SETTINGS,
     "stats": LOCAL_SETTINGS,
     "bench": "none (it starts Azurite and the dev host with settings of its own)",
+    "write-model": "none (the tests set their own)",
     "mint-token": LOCAL_SETTINGS,
 }
 """Where each command reads its settings from: shown by its --help and in README's command table."""
@@ -1004,6 +1016,13 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
 
     sub.add_parser("bench", help="the benchmark: python3 manage.py bench --help")
+
+    s = sub.add_parser(
+        "write-model", help="a long run of the write rules' model against Azurite (tests/test_write_model.py)"
+    )
+    s.add_argument("--examples", type=int, default=500, help="random histories to try (default 500; CI runs 25)")
+    s.add_argument("--steps", type=int, default=30, help="operations in each history at most (default 30)")
+    s.set_defaults(func=cmd_write_model)
 
     s = sub.add_parser("mint-token", help="mint an access token signed by the local identity")
     s.add_argument("--tenant", help="tenant id (default: the first allowed tenant)")

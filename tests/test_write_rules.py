@@ -495,3 +495,13 @@ def test_the_cli_refuses_an_unknown_extension_point_and_re_deletes_nothing(write
     record = ("--record-type", "opportunity", "--record-id", "opp-1", "--yes")
     assert "deleted 1 document(s)" in cli("delete", *point, *record).stdout
     assert "deleted 0 document(s)" in cli("delete", *point, *record).stdout
+
+
+def test_a_contacts_own_document_is_deleted_by_its_address(writer: Service) -> None:
+    upsert(writer, attached("emailSummary", id="own", contact=MEGAN) | {"fields": {"insight": "Prefers calls"}})
+    target = {"tenantId": TENANT_A, "scope": "document", "extensionPoint": "emailSummary", "id": "own"}
+    answer = writer.post(DELETE, {**target, "contactEmail": MEGAN.upper()}, token=writer_token(writer))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["deleted"] == 1
+    assert insights_of(writer, related=False) == []
+    assert holding(writer, "Prefers calls") == []

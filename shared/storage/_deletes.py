@@ -86,13 +86,18 @@ async def delete_documents(
         return await offboard_tenant(store, tenant, version, continuation)
     if scope == "contact":
         return await erase_contact(store, tenant, normalize.email_address(contact or ""), version, continuation)
-    if record is None:
-        raise ValueError("a document or record delete names its record, or a contact")
-    ref = RecordRef.record(normalize.record_type(record[0]), normalize.record_id(record[1]))
     if scope == "document":
-        if not (extension_point and doc_id):
-            raise ValueError("deleting a document needs its extension point and id")
+        if not (extension_point and doc_id and (record or contact)):
+            raise ValueError("deleting a document needs its extension point, id, and record or contact")
+        ref = (
+            RecordRef.record(normalize.record_type(record[0]), normalize.record_id(record[1]))
+            if record
+            else RecordRef.contact(normalize.email_address(contact or ""))
+        )
         return await delete(store, [DocKey(partition_key(tenant, extension_point, ref), doc_id)], version)
+    if record is None:
+        raise ValueError("a record's delete names its record")
+    ref = RecordRef.record(normalize.record_type(record[0]), normalize.record_id(record[1]))
     return await delete_record(store, tenant, ref, version)
 
 

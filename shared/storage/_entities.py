@@ -100,6 +100,9 @@ class IndexState:
     twin: str = ""
     gone: list[str] = field(default_factory=list)
     expires: str = ""
+    hints: list[str] = field(default_factory=list)
+    """At home: every expiry the document was listed under in the expiry index and whose entry may
+    remain (`Hints`), the current one included, so a wide delete removes each."""
     etag: str | None = None
     legacy_rows: list[str] = field(default_factory=list)
     legacy_twin: str = ""
@@ -125,6 +128,7 @@ class IndexState:
             twin=entity.get("Twin") or "",
             gone=json.loads(entity.get("Gone") or "[]"),
             expires=entity.get("Exp") or "",
+            hints=json.loads(entity.get("Hints") or "[]"),
             etag=entity.metadata.get("etag"),
             entity=dict(entity),
         )
@@ -141,6 +145,7 @@ def index_entity(
     gone: Iterable[str] = (),
     expires: str = "",
     digest: str = "",
+    hints: Iterable[str] = (),
 ) -> dict[str, Any]:
     return {
         "PartitionKey": pk,
@@ -154,6 +159,7 @@ def index_entity(
         "Gone": _json(sorted(set(gone))),
         "Exp": expires,
         "Sum": digest,
+        "Hints": _json(sorted(set(hints) - {""})),
     }
 
 

@@ -183,12 +183,17 @@ async def _drop_hints(store: InsightsStore, hints: Sequence[tuple[str, str]]) ->
     return clean
 
 
-def _hint_of(pk: str, entity: dict[str, Any]) -> tuple[str, str] | None:
-    """The expiry entry a home index entity's document was listed under, if it expires."""
-    expires = parse_stored_time(entity.get("Exp") or "")
-    if expires is None or not _is_home_index(pk, entity):
-        return None
-    return expiry_partition(expires), expiry_row(DocKey(pk, entity["Id"]), expires)
+def _hints_of(pk: str, entity: dict[str, Any]) -> list[tuple[str, str]]:
+    """The expiry entries a home index entity's document may have: its current expiry's and each
+    earlier one it lists (`Hints`)."""
+    if not _is_home_index(pk, entity):
+        return []
+    found = []
+    for text in {entity.get("Exp") or "", *json.loads(entity.get("Hints") or "[]")} - {""}:
+        expires = parse_stored_time(text)
+        if expires is not None:
+            found.append((expiry_partition(expires), expiry_row(DocKey(pk, entity["Id"]), expires)))
+    return sorted(found)
 
 
 def _resume(after: list[str] | None) -> tuple[str, dict[str, Any]]:
@@ -260,8 +265,7 @@ async def offboard_tenant(
                 continue
             gone[pk].append(entity)
             if _is_home_index(pk, entity):
-                if hint := _hint_of(pk, entity):
-                    hints.append(hint)
+                hints += _hints_of(pk, entity)
                 if entity.get("Row"):
                     step.outcomes.append(Outcome("written", _version(entity), existed=True))
             elif is_legacy_row(rk) and legacy_key(entity).home == pk:
@@ -394,8 +398,7 @@ class _Erasure:
             going = [e for e in entities if _version(e) <= self.progress.mark]
             for entity in going:
                 if _is_home_index(pk, entity):
-                    if hint := _hint_of(pk, entity):
-                        hints.append(hint)
+                    hints += _hints_of(pk, entity)
                     if entity.get("Row"):
                         self.step.outcomes.append(Outcome("written", _version(entity), existed=True))
                 elif is_legacy_row(entity["RowKey"]) and legacy_key(entity).home == pk:

@@ -35,7 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
@@ -119,6 +119,8 @@ class Change:
     gone: list[str] = field(default_factory=list)
     home_index: dict[str, Any] | None = None
     home_etag: str | None = None
+    listed: bool = False
+    """Its expiry entry is listed (`_expiry`)."""
 
     @property
     def tenant(self) -> str:
@@ -202,7 +204,6 @@ class Writer:
         except StorageError as exc:
             _fail(changes, f"not written: the scope's watermarks could not be read: {describe(exc)}")
             return
-        await self._list_expiry([c for c in changes if c.doc is not None and c.doc.expiresAt is not None])
         homes: dict[str, list[Change]] = defaultdict(list)
         for change in changes:
             if change.outcome is None:
@@ -314,6 +315,9 @@ class Writer:
                 planned = _plan_home(pk, change, state.of(change.key, pk), record_mark)
                 if planned is not None:
                     batch.append((change, *planned))
+            # each document that will commit is listed under its expiry day first (a write that is
+            # stale lists nothing); one whose entry could not be listed is not written either
+            batch = await self._list_expiry(batch)
             guard: list[tuple[Any, ...]] = []
             if state.mark is not None and batch:
                 # the record's watermark, unchanged since it was read (or still absent): a record
@@ -408,15 +412,24 @@ class Writer:
 
     # ---- expiry index ----------------------------------------------------------------------
 
-    async def _list_expiry(self, changes: list[Change]) -> None:
-        """List each expiring document under its day before its write commits; a change whose
-        entry could not be listed is not written either (reported failed)."""
+    async def _list_expiry(self, batch: list[Planned]) -> list[Planned]:
+        """List each expiring document of the batch under its day before its write commits (once
+        a change, across conflict retries); a change whose entry could not be listed is reported
+        failed and leaves the batch."""
+        wanted = [c for c, _, _ in batch if c.doc is not None and c.doc.expiresAt is not None and not c.listed]
+        if not wanted:
+            return batch
         failed = await list_expiry(
-            self.table, [(c.key, c.doc.expiresAt) for c in changes if c.doc and c.doc.expiresAt], self._check_time
+            self.table,
+            [(c.key, c.doc.expiresAt) for c in wanted if c.doc is not None and c.doc.expiresAt is not None],
+            self._check_time,
         )
-        for change in changes:
-            if change.key in failed and change.outcome is None:
+        for change in wanted:
+            if change.key in failed:
                 change.outcome = Outcome("failed", None, f"expiry index not written: {failed[change.key]}")
+            else:
+                change.listed = True
+        return [member for member in batch if member[0].key not in failed]
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -498,13 +511,30 @@ def _plan_home(
     if doc is not None:
         ops.append(upsert(data_entity(doc, key, pk, version, twin)))
     expiry = format_stored(doc.expiresAt) if doc is not None and doc.expiresAt else ""
+    hints = _hints_kept([*state.hints, state.expires, expiry])
     index = index_entity(
-        key, pk, row=row, version=version, dead=dead, twin=twin, gone=gone, expires=expiry, digest=digest
+        key, pk, row=row, version=version, dead=dead, twin=twin, gone=gone, expires=expiry, digest=digest, hints=hints
     )
     ops.append(put_if_unchanged(index, state.etag))
     change.committed, change.twin, change.gone = new, twin, sorted(gone)
     change.outcome = Outcome("written", version, existed=live and dead)
     return ops, index
+
+
+HINTS_KEPT_DAYS = 30
+"""How long past its time an expiry entry is still counted as possibly there: the purge (daily by
+default) removes entries whose time has passed."""
+
+
+def _hints_kept(expiries: Iterable[str]) -> list[str]:
+    """The expiries whose entries a document may still have, as its home index lists them."""
+    horizon = datetime.now(UTC) - timedelta(days=HINTS_KEPT_DAYS)
+    kept = set()
+    for expiry in expiries:
+        when = parse_stored_time(expiry) if expiry else None
+        if when is not None and when >= horizon:
+            kept.add(expiry)
+    return sorted(kept)
 
 
 def _resend(change: Change, state: IndexState, status: Status, existed: bool) -> None:
