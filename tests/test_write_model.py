@@ -39,9 +39,11 @@ from shared.storage import Scope, delete, delete_documents, purge_expired, write
 from shared.storage._entities import digest_of
 from shared.storage.errors import Unavailable
 from shared.storage.keys import DocKey, RecordRef, partition_key
-from tests.conftest import Service, attached
+from tests.conftest import TENANT_A, TENANT_B, Service, attached
 
 POINT = "emailSummary"
+EMAIL = "/api/enhanceskills/email-insights-v2"
+ALLOWED = f"{TENANT_A},{TENANT_B}"
 RECORDS = ("r1", "r2")
 CONTACTS = ("c0", "c1")
 IDS = ("d0", "d1")
@@ -721,6 +723,44 @@ def run_machine(service: Service, faults: Faults) -> None:
                 f"no serial order explains {observed} (expected one of {[self.expected(m) for m in orders]})"
             )
             self.model = matching[0]
+
+        def teardown(self) -> None:
+            """At the end of each history, two more read paths: the email summary over HTTP (for a
+            mail from each contact about both records) and the export."""
+            if not hasattr(self, "system"):
+                return
+            import io
+
+            from tools.data import export
+
+            tenant = self.system.tenant
+            service.set(AUTH_ALLOWED_TENANTS=f"{tenant}")
+            try:
+                related = [{"entityId": self.system.record_id(r), "entityType": "opportunity"} for r in RECORDS]
+                view = self.model.served()
+                for contact in CONTACTS:
+                    body = {
+                        "resourceData": {"from": self.system.address(contact)},
+                        "relatedEntities": related,
+                        "top": 25,
+                    }
+                    answer = service.post(EMAIL, body, token=service.token(tenant=tenant))
+                    assert answer.status_code == 200, answer.text
+                    got = sorted(item["insight"] for item in answer.json()["value"])
+                    seen = {
+                        (home, doc_id): text
+                        for part in ("r:r1", "r:r2", f"c:{contact}")
+                        for home, doc_id, text in view[part]
+                    }
+                    assert got == sorted(seen.values())
+            finally:
+                service.set(AUTH_ALLOWED_TENANTS=ALLOWED)
+            out = io.StringIO()
+            export(out, tenant=tenant, err=io.StringIO())
+            lines = [json.loads(line) for line in out.getvalue().splitlines()]
+            exported = sorted((d["id"], d["fields"]["insight"], d.get("version")) for d in lines if "fields" in d)
+            wanted = sorted((k[2], d.text, d.version) for k, d in self.model.docs.items() if not d.dead)
+            assert exported == wanted
 
         # -- the invariant
         def observe(self) -> Any:
