@@ -170,6 +170,18 @@ def test_a_versioned_tenant_and_contact_delete_refuse_every_write_at_or_below_th
     assert statuses(writer, doc(id="b", tenant=TENANT_B, version=1)) == [("written", 1)]  # another tenant: not covered
 
 
+def test_an_unversioned_tenant_delete_is_marked_at_the_highest_document_version(writer: Service) -> None:
+    """A name line without a version counts as written now (milliseconds): its time is not a
+    document's version, and the tenant's mark does not take it (found by the write model)."""
+    token = writer_token(writer)
+    upsert(writer, doc(id="d", version=3))
+    line = {"tenantId": TENANT_A, "recordType": "opportunity", "recordId": "opp-1", "recordName": "Contoso renewal"}
+    assert upsert(writer, line)[0]["status"] == "written"
+    delete_fully(writer, {"tenantId": TENANT_A, "scope": "tenant"}, token)
+    assert statuses(writer, doc(id="d", version=3)) == [("stale", None)]
+    assert statuses(writer, doc(id="d", version=4)) == [("written", 4)]
+
+
 # ---- seen 3: one version, one text ---------------------------------------------------------------
 
 

@@ -247,8 +247,8 @@ async def offboard_tenant(
         pages += 1
         if not page:
             break
-        if not fixed:
-            highest = max((_version(e) for e in page), default=0)
+        if not fixed:  # the mark follows documents' versions (a name line's is a time, not theirs)
+            highest = max((_version(e) for e in page if _versioned(e)), default=0)
             if highest > progress.mark:
                 progress.mark = highest
                 await raise_mark(store.table, TENANT_MARKS, mark_rk, highest)
@@ -256,7 +256,7 @@ async def offboard_tenant(
         hints: list[tuple[str, str]] = []
         for entity in page:
             pk, rk = entity["PartitionKey"], entity["RowKey"]
-            versioned = rk[:2] in ("e|", "i|", "d|") or rk == RECORD_MARK or pk.endswith("|~w")
+            versioned = _versioned(entity)
             if versioned and _version(entity) > progress.mark:
                 if (record := _record_of(pk)) is not None:
                     survivors.add((tenant, *record))
@@ -281,6 +281,12 @@ async def offboard_tenant(
     raised_at = await _mark_raised_at(store, TENANT_MARKS, mark_rk)
     following, wait = _finish_pass(store, progress, raised_at)
     return _report(step, following, wait)
+
+
+def _versioned(entity: dict[str, Any]) -> bool:
+    """An entity that carries a document's version: rows, index entities, watermarks."""
+    rk = entity["RowKey"]
+    return bool(rk[:2] in ("e|", "i|", "d|") or rk == RECORD_MARK or entity["PartitionKey"].endswith("|~w"))
 
 
 def _record_of(pk: str) -> tuple[str, str] | None:
