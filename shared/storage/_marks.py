@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,21 +97,40 @@ class Marks:
         return max(self.tenants.get(tenant, 0), self.contact(tenant, contact))
 
 
-async def read_marks(store: InsightsStore, tenants: Iterable[str]) -> Marks:
-    """The marks of these tenants: per tenant, a point read and one query of its (small) contact
-    marks partition."""
+async def read_marks(store: InsightsStore, tenants: Iterable[str], max_age: float) -> tuple[Marks, float]:
+    """The marks of these tenants (per tenant, a point read and one query of its small contact
+    marks partition, tenants at once), each read again only when its copy in the store is older
+    than `max_age` seconds: an instance reads a tenant's marks about once per `max_age`, not once
+    per request. Returns them and when the oldest of them was read (`time.monotonic()`)."""
+    cache = store.marks_cache
+    turns = asyncio.Semaphore(16)
+
+    async def one(tenant: str) -> None:
+        async with turns:
+            started = time.monotonic()
+            found, rows = await asyncio.gather(
+                store.table.get(TENANT_MARKS, enc(tenant)),
+                _contact_marks(store, tenant),
+            )
+            cache[tenant] = (started, as_int(found.get("Ver")) if found else 0, rows)
+
+    wanted = sorted(set(tenants))
+    now = time.monotonic()
+    await asyncio.gather(*(one(t) for t in wanted if t not in cache or now - cache[t][0] > max_age))
     marks = Marks()
-    for tenant in sorted(set(tenants)):
-        found, rows = await asyncio.gather(
-            store.table.get(TENANT_MARKS, enc(tenant)),
-            _contact_marks(store, tenant),
-        )
-        marks.tenants[tenant] = as_int(found.get("Ver")) if found else 0
+    for tenant in wanted:
+        _, marks.tenants[tenant], rows = cache[tenant]
         if rows:
             marks.hashed[tenant] = rows
     if marks.hashed:
         marks.salt = await salt_of(store)
-    return marks
+    return marks, min((cache[t][0] for t in wanted), default=time.monotonic())
+
+
+async def contact_mark(store: InsightsStore, tenant: str, address: str) -> int:
+    """One contact's watermark as stored now (a point read): 0 when it was never erased."""
+    found = await store.table.get(contact_marks_partition(tenant), f"c|{contact_hash(await salt_of(store), address)}")
+    return as_int(found.get("Ver")) if found else 0
 
 
 async def _contact_marks(store: InsightsStore, tenant: str) -> dict[str, int]:

@@ -230,6 +230,7 @@ async def offboard_tenant(
     mark_rk = enc(tenant)
     if progress.mark:
         await raise_mark(store.table, TENANT_MARKS, mark_rk, progress.mark)
+        store.marks_cache.pop(tenant, None)  # this instance's writers see it at once
     lo, hi = prefix_range(enc(tenant) + "|")
     survivors = {tuple(record) for record in progress.survivors}
     pages = 0
@@ -252,6 +253,7 @@ async def offboard_tenant(
             if highest > progress.mark:
                 progress.mark = highest
                 await raise_mark(store.table, TENANT_MARKS, mark_rk, highest)
+                store.marks_cache.pop(tenant, None)
         gone: dict[str, list[dict[str, Any]]] = defaultdict(list)
         hints: list[tuple[str, str]] = []
         for entity in page:
@@ -281,6 +283,11 @@ async def offboard_tenant(
     raised_at = await _mark_raised_at(store, TENANT_MARKS, mark_rk)
     following, wait = _finish_pass(store, progress, raised_at)
     return _report(step, following, wait)
+
+
+def _copy_tombstone(pk: str, entity: dict[str, Any]) -> bool:
+    """The index entity of a record's document in a contact's partition with no copy here."""
+    return entity["RowKey"][:2] == "i|" and not _is_home_index(pk, entity) and not entity.get("Row")
 
 
 def _versioned(entity: dict[str, Any]) -> bool:
@@ -322,7 +329,7 @@ async def erase_contact(
         progress.mark = max(progress.mark, version)
     if progress.began == 0.0:
         progress.began = time.time()
-    erasure = _Erasure(store, address, version, (contact_marks_partition(tenant), f"c|{hashed}"), progress)
+    erasure = _Erasure(store, address, version, (contact_marks_partition(tenant), f"c|{hashed}"), progress, tenant)
     if progress.stage == 0:
         await erasure.contact_partitions(tenant)
         progress.stage, progress.after = 1, None
@@ -367,6 +374,7 @@ class _Erasure:
     """The version the caller gave (None: each document's own)."""
     mark: tuple[str, str]
     progress: Progress
+    tenant: str
     step: _Step = field(default_factory=_Step)
 
     @property
@@ -379,6 +387,7 @@ class _Erasure:
             self.progress.mark = version
         if self.progress.mark:
             await raise_mark(self.store.table, *self.mark, self.progress.mark)
+            self.store.marks_cache.pop(self.tenant, None)  # the erasure's own writer sees it at once
 
     async def contact_partitions(self, tenant: str) -> None:
         """The contact's own partitions: records' documents that name the contact get their
@@ -400,8 +409,11 @@ class _Erasure:
         await self.records(records)
         clean = True
         hints: list[tuple[str, str]] = []
+        final = self.progress.round > 1  # begun once every write in flight at the raise is over
         for pk, entities in found.items():
-            going = [e for e in entities if _version(e) <= self.progress.mark]
+            # at or below the mark; and in a final pass a records' documents' tombstone here at any
+            # version (it only guarded against a late copy, and none is in flight any more)
+            going = [e for e in entities if _version(e) <= self.progress.mark or (final and _copy_tombstone(pk, e))]
             for entity in going:
                 if _is_home_index(pk, entity):
                     hints += _hints_of(pk, entity)

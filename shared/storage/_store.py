@@ -62,6 +62,8 @@ class InsightsStore:
     def __init__(self, table_client: Any, max_concurrent_reads: int = 0, settle_seconds: float = 30.0) -> None:
         self.table = Table(table_client)
         self.settle_seconds = settle_seconds
+        self.marks_cache: dict[str, tuple[float, int, dict[str, int]]] = {}
+        """Each tenant's watermarks as last read (`_marks.read_marks`): (when, tenant's, contacts')."""
         """How long after reading the watermarks a write may still commit (`WRITE_SETTLE_SECONDS`):
         a contact's or tenant's delete ends with a pass that starts this long after its mark."""
         self.gate = ReadGate(max_concurrent_reads)

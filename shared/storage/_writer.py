@@ -53,7 +53,7 @@ from shared.storage._entities import (
     parse_stored_time,
 )
 from shared.storage._expiry import list_expiry
-from shared.storage._marks import RECORD_MARK, Marks, read_marks
+from shared.storage._marks import RECORD_MARK, Marks, contact_mark, read_marks
 from shared.storage._names import RecordWork, records_of, refresh_many
 from shared.storage._table import (
     attempts,
@@ -236,8 +236,9 @@ class Writer:
         delete counts on (`_scopes`)."""
         async with self._marks_lock:
             if time.monotonic() - self._marks_read > self.store.settle_seconds / 2:
-                self.marks = await read_marks(self.store, self._tenants)
-                self._marks_read = time.monotonic()
+                self.marks, self._marks_read = await read_marks(
+                    self.store, self._tenants, self.store.settle_seconds / 2
+                )
         for change in changes:
             change.mark = self.marks.of(change.tenant, change.contact)
 
@@ -382,6 +383,10 @@ class Writer:
             try:
                 await self._fresh_marks([])
                 erased = self.marks.contact(pending[0][0].tenant, _address_of(pk))
+                if is_contact_partition(pk) and not all(put for _, put in pending):
+                    # a tombstone goes to a contact's partition only while it was never erased, or
+                    # over what is there: asked of storage now, not of the marks read for the batch
+                    erased = max(erased, await contact_mark(self.store, pending[0][0].tenant, _address_of(pk)))
                 state = await self._state(pk, [c.key for c, _ in pending], fresh=attempt > 0)
             except StorageError as exc:
                 _fail([c for c, _ in pending], f"its copy was not written: {describe(exc)}")
