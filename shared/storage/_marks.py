@@ -98,8 +98,8 @@ class Marks:
 
 
 async def read_marks(store: InsightsStore, tenants: Iterable[str], max_age: float) -> tuple[Marks, float]:
-    """The marks of these tenants (per tenant, a point read and one query of its small contact
-    marks partition, tenants at once), each read again only when its copy in the store is older
+    """The marks of these tenants (per tenant, a point read, and a query of its small contact
+    marks partition when the tenant's says it has one; tenants at once), each read again only when its copy in the store is older
     than `max_age` seconds: an instance reads a tenant's marks about once per `max_age`, not once
     per request. Returns them and when the oldest of them was read (`time.monotonic()`)."""
     cache = store.marks_cache
@@ -108,10 +108,8 @@ async def read_marks(store: InsightsStore, tenants: Iterable[str], max_age: floa
     async def one(tenant: str) -> None:
         async with turns:
             started = time.monotonic()
-            found, rows = await asyncio.gather(
-                store.table.get(TENANT_MARKS, enc(tenant)),
-                _contact_marks(store, tenant),
-            )
+            found = await store.table.get(TENANT_MARKS, enc(tenant))
+            rows = await _contact_marks(store, tenant) if found is not None and found.get("Contacts") else {}
             cache[tenant] = (started, as_int(found.get("Ver")) if found else 0, rows)
 
     wanted = sorted(set(tenants))
@@ -125,6 +123,24 @@ async def read_marks(store: InsightsStore, tenants: Iterable[str], max_age: floa
     if marks.hashed:
         marks.salt = await salt_of(store)
     return marks, min((cache[t][0] for t in wanted), default=time.monotonic())
+
+
+async def flag_contacts(table: Table, tenant: str) -> None:
+    """Say on the tenant's mark entity that it has contact marks, so that writers query its contact
+    marks partition (a query, where the tenant's mark is a point read) only when it has one."""
+    async for _ in attempts():
+        found = await table.get(TENANT_MARKS, enc(tenant))
+        if found is not None and found.get("Contacts"):
+            return
+        entity = {k: v for k, v in found.items() if k not in ("Timestamp", "etag")} if found else {}
+        entity |= {"PartitionKey": TENANT_MARKS, "RowKey": enc(tenant), "Contacts": True}
+        entity.setdefault("Ver", int64(0))
+        try:
+            await table.submit([put_if_unchanged(entity, found.metadata["etag"] if found else None)])  # type: ignore[attr-defined]
+        except Conflict:
+            continue
+        return
+    raise Conflict(f"the mark of tenant {tenant} kept changing")
 
 
 async def contact_mark(store: InsightsStore, tenant: str, address: str) -> int:
@@ -148,7 +164,9 @@ async def raise_mark(table: Table, pk: str, rk: str, version: int, **extra: Any)
         current = as_int(found.get("Ver")) if found else 0
         if found is not None and current >= version:
             return current
+        kept = {k: v for k, v in found.items() if k not in ("Timestamp", "etag")} if found else {}
         entity = {
+            **kept,  # a tenant's mark keeps its `Contacts` flag
             "PartitionKey": pk,
             "RowKey": rk,
             "Ver": int64(version),

@@ -44,6 +44,7 @@ from shared.storage._marks import (
     TENANT_MARKS,
     contact_hash,
     contact_marks_partition,
+    flag_contacts,
     raise_mark,
     salt_of,
 )
@@ -386,6 +387,7 @@ class _Erasure:
         if self.rising and version > self.progress.mark:
             self.progress.mark = version
         if self.progress.mark:
+            await flag_contacts(self.store.table, self.tenant)  # before the mark: writers look for it
             await raise_mark(self.store.table, *self.mark, self.progress.mark)
             self.store.marks_cache.pop(self.tenant, None)  # the erasure's own writer sees it at once
 
