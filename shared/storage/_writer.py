@@ -320,9 +320,11 @@ class Writer:
             # stale lists nothing); one whose entry could not be listed is not written either
             batch = await self._list_expiry(batch)
             guard: list[tuple[Any, ...]] = []
-            if state.mark is not None and batch:
+            if state.mark is not None and any(c.version is not None and not c.by_scope for c, _, _ in batch):
                 # the record's watermark, unchanged since it was read (or still absent): a record
-                # delete that raises it in the meantime makes this transaction fail
+                # delete that raises it in the meantime makes this transaction fail. Only a versioned
+                # change needs it (the mark refuses those); an unversioned one always lands, numbered
+                # above what it read, as it would after the delete
                 guard = [put_if_unchanged(_mark_entity(pk, state.mark), state.mark.etag)]
             pending = await self._submit(pk, batch, home=True, guard=guard)
             if not pending:
