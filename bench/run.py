@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+from azure.core import MatchConditions
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,7 +59,7 @@ from shared.storage import (  # noqa: E402
     index_entity,
     partition_key,
 )
-from shared.storage.keys import home_of, twin_of  # noqa: E402
+from shared.storage.keys import enc, home_of, twin_of  # noqa: E402
 from tools.data import load  # noqa: E402
 
 _dumps = json.dumps
@@ -734,10 +735,6 @@ async def raw_rules(settings: Any, documents: list[dict[str, Any]], batch: int, 
     transaction per partition (up to 33 documents) that removes each old row, writes the new one
     and replaces the index entity on its ETag. No validation, no name index, no expiry index, no
     HTTP: what is left is the rules' own storage cost. Returns (seconds, transactions)."""
-    from azure.core import MatchConditions
-
-    from shared.storage.keys import enc
-
     valid = [doc for d in documents if (doc := validate_document(d)[0]) is not None]
     batches = [valid[i : i + batch] for i in range(0, len(valid), batch)]
     transactions = 0
