@@ -123,8 +123,6 @@ class Model:
             self._copy(old.contact, key, new.version, tombstone=True)  # the copy leaves
         if new.contact:
             self._copy(new.contact, key, new.version, tombstone=new.dead)
-        elif old is not None and not old.dead and old.contact and new.dead:
-            pass  # covered above (a delete leaves the copy's partition a tombstone)
 
     def _tombstone(self, key: Key, version: int) -> None:
         old = self.docs[key]
@@ -177,6 +175,17 @@ class Model:
         self._tombstone(key, version)
         return "deleted" if was_live else "written"
 
+    def _scope_delete(self, key: Key, doc: Doc, version: int | None) -> bool:
+        """A wider delete's tombstone for one live document: at its own version, or at the delete's
+        when that rises above it. Whether it went."""
+        if version is None:
+            self._tombstone(key, doc.version)
+        elif (version, True, "") > doc.order:
+            self._tombstone(key, version)
+        else:
+            return False
+        return True
+
     def delete_record(self, record: str, version: int | None) -> int:
         self.claims.pop(record, None)  # a record's delete takes its name line with it
         if version is not None:
@@ -185,13 +194,7 @@ class Model:
         for key, doc in list(self.docs.items()):
             if key[:2] != ("r", record) or doc.dead:
                 continue
-            if version is None:
-                self._tombstone(key, doc.version)
-            elif (version, True, "") > doc.order:
-                self._tombstone(key, version)
-            else:
-                continue
-            deleted += 1
+            deleted += self._scope_delete(key, doc, version)
         return deleted
 
     def erase_contact(self, contact: str, version: int | None) -> int:
@@ -206,13 +209,7 @@ class Model:
         for key, doc in naming.items():
             if doc.version > mark:
                 continue
-            if version is None:
-                self._tombstone(key, doc.version)
-            elif (version, True, "") > doc.order:
-                self._tombstone(key, version)
-            else:
-                continue
-            deleted += 1
+            deleted += self._scope_delete(key, doc, version)
         for key, (held, dead) in list(self.copies[contact].items()):
             # at or below the mark; and a records' document's tombstone here, whatever its version
             if held <= mark or (key[0] == "r" and dead):
