@@ -71,6 +71,7 @@ devhost_log = logging.getLogger("devhost")
 devhost_log.setLevel(logging.DEBUG)
 devhost_log.addHandler(HostLog())
 with DevHost(Path(sys.argv[1]), port=0) as host:
+    configured_at_start = "azure.monitor.opentelemetry" in sys.modules  # not inside the first request
     # http.client: the distro instruments httpx and urllib, whose spans would replace our traceparents
     caller = http.client.HTTPConnection("127.0.0.1", int(host.base_url.rsplit(":", 1)[1]), timeout=30)
     for name, headers in (
@@ -82,8 +83,10 @@ with DevHost(Path(sys.argv[1]), port=0) as host:
         caller.request(
             "GET", "/api/enhanceskills/sales-highlights?recordType=opportunity&recordId=opp-1", headers=headers
         )
+        started = time.monotonic()
         response = caller.getresponse()
         assert response.status == 200, response.read()
+        print(f"{name}: {time.monotonic() - started:.3f} s", file=sys.stderr)
         response.read()
     caller.close()
 
@@ -122,4 +125,12 @@ deadline = time.monotonic() + 60  # the exporter sends from its own threads
 while time.monotonic() < deadline and summaries() < 3:
     time.sleep(0.1)
 time.sleep(1)
-print(json.dumps({"host_traceparents": host_traceparents, "envelopes": envelopes()}))
+print(
+    json.dumps(
+        {
+            "configured_at_start": configured_at_start,
+            "host_traceparents": host_traceparents,
+            "envelopes": envelopes(),
+        }
+    )
+)

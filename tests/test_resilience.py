@@ -340,7 +340,8 @@ def test_telemetry_files_each_invocation_under_the_hosts_span_with_its_calls_and
 ) -> None:
     """Through the dev host and the runtime library (PYTHON_ENABLE_OPENTELEMETRY on), at a
     loopback Application Insights receiver: no request record of ours (the host's invocation is
-    the request); our span is a child of the host's invocation span, in the caller's trace; the
+    the request); export is configured at start-up, not in the first request's budget; our span
+    is a child of the host's invocation span, in the caller's trace; the
     storage calls and key fetches are under our span; the summary line is filed inside it; a
     caller that does not sample gets no spans, and every summary line is exported."""
     import subprocess
@@ -359,6 +360,7 @@ def test_telemetry_files_each_invocation_under_the_hosts_span_with_its_calls_and
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["configured_at_start"]  # the exporter's import is not spent in a request's budget
     envelopes = report["envelopes"]
     by_id = {e["id"]: e for e in envelopes if e["id"]}
 
