@@ -538,7 +538,8 @@ def cmd_purge_expired(args: argparse.Namespace) -> int:
     from tools.data import purge_expired
 
     apply_local_settings()
-    print(f"purged {purge_expired()} expired document(s)")
+    purged, collected = purge_expired()
+    print(f"purged {purged} expired document(s); collected {collected} tombstone(s) and watermark(s) past their grace")
     return 0
 
 
@@ -1004,7 +1005,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     s.set_defaults(func=cmd_delete)
 
-    s = sub.add_parser("purge-expired", help="delete documents whose expiresAt has passed")
+    s = sub.add_parser(
+        "purge-expired", help="delete documents whose expiresAt has passed, and collect tombstones past their grace"
+    )
     s.set_defaults(func=cmd_purge_expired)
 
     s = sub.add_parser(

@@ -266,6 +266,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       THROTTLE_REQUESTS_PER_MINUTE: '1200'
       // how long a contact's or tenant's delete waits for writes already in flight (docs/write-rules.md)
       WRITE_SETTLE_SECONDS: '30'
+      // how long tombstones and delete watermarks are kept before housekeeping collects them
+      TOMBSTONE_GRACE_DAYS: '10'
     })
     dependsOn: [
       // the host starts with these settings: its storage and telemetry rights must exist first

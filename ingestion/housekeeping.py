@@ -1,7 +1,8 @@
 """Housekeeping: expired documents are deleted on a schedule, in the app itself.
 
 Readers never serve an expired document (they compare `expiresAt` with the time of the read);
-this frees the space. The write path lists every document that carries `expiresAt` under its
+this frees the space. The same run then collects the tombstones and watermarks whose grace period
+(TOMBSTONE_GRACE_DAYS) is over, from their own index (`~gc|YYYY-MM-DD`; docs/write-rules.md). The write path lists every document that carries `expiresAt` under its
 expiry day (`~expiry|YYYY-MM-DD`), so the purge reads the days that have passed instead of
 scanning the table, and deletes a listed document only if its index entity still says it has
 expired (it may have been rewritten with a later expiry or none since).
@@ -27,12 +28,22 @@ log = logging.getLogger("c4s.housekeeping")
 @bp.function_name("purge_expired")
 @bp.timer_trigger(schedule="%PURGE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 async def purge_expired(timer: func.TimerRequest) -> None:
-    from shared.storage import purge_expired as purge  # the write path: with the first purge
+    from shared.storage import collect_tombstones, purge_expired  # the write path: with the first purge
 
     started = time.perf_counter()
     if timer.past_due:
         log.info("the purge is running late (its schedule was missed, e.g. while no instance ran)")
     settings = batch_settings(get_settings())
-    async with InsightsStore(build_table_client(settings), settle_seconds=settings.write_settle_seconds) as store:
-        deleted = await purge(store)
-    log.info("purged %d expired document(s) in %.0f ms", deleted, (time.perf_counter() - started) * 1000)
+    async with InsightsStore(
+        build_table_client(settings),
+        settle_seconds=settings.write_settle_seconds,
+        grace_seconds=settings.tombstone_grace_days * 86400,
+    ) as store:
+        deleted = await purge_expired(store)
+        collected = await collect_tombstones(store)
+    log.info(
+        "purged %d expired document(s) and collected %d tombstone(s) and watermark(s) past their grace in %.0f ms",
+        deleted,
+        collected,
+        (time.perf_counter() - started) * 1000,
+    )

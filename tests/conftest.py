@@ -228,7 +228,11 @@ def service(
     for name, value in base_env(azurite, authority.url, table).items():
         monkeypatch.setenv(name, value)
     settings = Settings()
-    store = InsightsStore(build_table_client(settings), settle_seconds=settings.write_settle_seconds)
+    store = InsightsStore(
+        build_table_client(settings),
+        settle_seconds=settings.write_settle_seconds,
+        grace_seconds=settings.tombstone_grace_days * 86400,
+    )
     test_loop.run(store.ensure_table())
     with (
         httpx.Client(base_url=devhost.base_url, timeout=10) as client,

@@ -4,7 +4,8 @@ A hypothesis state machine runs random histories against Azurite through the sto
 public write and delete calls: writes with and without versions (moves between contacts, a
 contact's own documents, names, expiry), document deletes with and without versions, record,
 contact and tenant deletes with and without versions (each followed through its continuation
-to `complete`), the purge as a clock moves, two operations at once, and a storage fault injected
+to `complete`), the purge as a clock moves, the collection of tombstones and watermarks once
+their grace is over, two operations at once, and a storage fault injected
 at any call (before it, or after it took effect with the answer lost) followed by the re-send.
 
 After every step what storage serves (each record's and each contact's partition, as every read
@@ -36,7 +37,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import shared.storage._table as table_module
 from shared.documents import validate_document
-from shared.storage import Scope, delete, delete_documents, purge_expired, write, write_names
+from shared.storage import Scope, collect_tombstones, delete, delete_documents, purge_expired, write, write_names
 from shared.storage._entities import digest_of
 from shared.storage.errors import Unavailable
 from shared.storage.keys import DocKey, RecordRef, partition_key
@@ -257,6 +258,18 @@ class Model:
                 purged += 1
         return purged
 
+    def collect(self) -> None:
+        """Every tombstone and watermark is past its grace and goes: a later write of any version
+        lands as on a document never written."""
+        self.docs = {key: doc for key, doc in self.docs.items() if not doc.dead}
+        for held in self.copies.values():
+            for key, (_, dead) in list(held.items()):
+                if dead:
+                    del held[key]
+        self.record_marks = dict.fromkeys(RECORDS, 0)
+        self.contact_marks = dict.fromkeys(CONTACTS, 0)
+        self.tenant_mark = 0
+
     # -- what a reader is served
     def served(self) -> dict[str, set[tuple[str, str, str]]]:
         """Per partition (`r:r1`, `c:c0`), the (home, id, text) of each document served there."""
@@ -471,6 +484,38 @@ class System:
     async def purge(self, today: int) -> int:
         return await purge_expired(self.store, now=self.base + timedelta(days=today, hours=1))
 
+    async def collect(self, today: int) -> int:
+        """The collection, at a time past every grace period of this history."""
+        grace = timedelta(seconds=self.store.grace_seconds)
+        return await collect_tombstones(self.store, now=self.base + timedelta(days=today, hours=2) + grace)
+
+    def leftovers(self) -> list[str]:
+        """What the collection must have removed: the tenant's tombstones, raised watermarks and
+        collection entries."""
+        found = [
+            f"{e['PartitionKey']}/{e['RowKey']}"
+            for e in self.entities()
+            if (str(e["RowKey"]).startswith("i|") and not e.get("Row"))
+            or ((e["RowKey"] == "~w" or e["PartitionKey"].endswith("|~w")) and _int(e.get("Ver")))
+        ]
+        mark = next(
+            iter(
+                self.service.table.query_entities(
+                    "PartitionKey eq '~tenants' and RowKey eq @t", parameters={"t": self.tenant}
+                )
+            ),
+            None,
+        )
+        if mark is not None and _int(mark.get("Ver")):
+            found.append(f"~tenants/{self.tenant}")
+        entries = self.service.table.query_entities("PartitionKey ge '~gc|' and PartitionKey lt '~gc}'")
+        found += [
+            f"entry {e['Pk']} {e['Rk']} {e['Exp']} {e['PartitionKey']}"
+            for e in entries
+            if self.tenant in (e["Pk"].split("|")[0], e["Rk"])
+        ]
+        return found
+
     # -- what it holds
     async def served(self) -> dict[str, set[tuple[str, str, str]]]:
         refs = [
@@ -528,6 +573,10 @@ class System:
         return "\n".join(
             json.dumps({k: str(v) for k, v in e.items()}) for e in self.service.table.list_entities()
         ).lower()
+
+
+def _int(value: Any) -> int:
+    return int(getattr(value, "value", value) or 0)
 
 
 # ---- the machine --------------------------------------------------------------------------------
@@ -640,9 +689,17 @@ def run_machine(service: Service, faults: Faults) -> None:
             expected = self.model.purge(self.today)
             assert self.run(self.system.purge(self.today)) == expected
 
+        @rule()
+        def collect(self) -> None:
+            """The clock passes every grace period: the housekeeping run collects every tombstone
+            and watermark, and later writes land whatever their version."""
+            self.model.collect()
+            self.run(self.system.collect(self.today))
+            assert self.system.leftovers() == []
+
         # -- a fault anywhere, then the re-send
         @rule(
-            op=st.sampled_from(("write", "delete", "record", "contact", "tenant", "purge")),
+            op=st.sampled_from(("write", "delete", "record", "contact", "tenant", "purge", "collect")),
             home=st.sampled_from(HOMES),
             id=st.sampled_from(IDS),
             contact=st.sampled_from((None, *CONTACTS)),
@@ -676,6 +733,10 @@ def run_machine(service: Service, faults: Faults) -> None:
                 self.model.purge(self.today)
                 attempt = lambda: self.system.purge(self.today)  # noqa: E731
                 done = lambda result: result == 0  # noqa: E731 - run again until a run finds nothing left
+            elif op == "collect":
+                self.model.collect()
+                attempt = lambda: self.system.collect(self.today)  # noqa: E731
+                done = lambda result: result == 0 and not self.system.leftovers()  # noqa: E731
             else:
                 scope = {"record": "record", "contact": "contact", "tenant": "tenant"}[op]
                 subject = {"record": home[1] if home[0] == "r" else "r1", "contact": contact or "c0"}.get(op)
@@ -691,7 +752,7 @@ def run_machine(service: Service, faults: Faults) -> None:
                 done = lambda result: not result[1]  # noqa: E731
             faults.arm(at, after)
             try:
-                for _ in range(4):  # the partner sends again until the answer says it is done
+                for _ in range(6):  # the partner sends again until the answer says it is done
                     try:
                         result = self.run(attempt())
                     except Unavailable:

@@ -27,6 +27,7 @@ from shared.storage import (
     RecordRef,
     build_table_client,
     claims,
+    collect_tombstones,
     document_of,
     is_copy,
     migrate_first_form,
@@ -43,7 +44,11 @@ __all__ = ["export", "load", "migrate", "open_store", "purge_expired", "stats", 
 async def open_store() -> AsyncIterator[InsightsStore]:
     """A store for batch work on this event loop, its table created if missing; closed after."""
     settings = batch_settings(get_settings())
-    async with InsightsStore(build_table_client(settings), settle_seconds=settings.write_settle_seconds) as store:
+    async with InsightsStore(
+        build_table_client(settings),
+        settle_seconds=settings.write_settle_seconds,
+        grace_seconds=settings.tombstone_grace_days * 86400,
+    ) as store:
         await store.ensure_table()
         yield store
 
@@ -190,8 +195,14 @@ def migrate(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     return 1 if totals["failed"] else 0
 
 
-def purge_expired() -> int:
-    return with_store(purge)
+def purge_expired() -> tuple[int, int]:
+    """The housekeeping run by hand: expired documents purged, then tombstones and watermarks
+    past their grace collected (the timer's two steps); how many of each."""
+
+    async def both(store: InsightsStore) -> tuple[int, int]:
+        return await purge(store), await collect_tombstones(store)
+
+    return with_store(both)
 
 
 def stats(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> Counter[tuple[str, str]]:

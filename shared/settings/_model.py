@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     # storage calls' bound); a contact's or tenant's delete completes with a pass that starts
     # this long after its watermark was raised. See docs/write-rules.md.
     write_settle_seconds: float = Field(default=30.0, ge=0.1, le=600)
+    # How long a tombstone or a delete's watermark is kept before the housekeeping timer collects
+    # it (Cassandra's gc_grace_seconds is 10 days too): a late write or a retry that arrives
+    # within it is refused as the delete's rules say; one arriving later lands. See
+    # docs/write-rules.md.
+    tombstone_grace_days: float = Field(default=10.0, ge=1.0, le=3650.0)
 
     @field_validator(
         "auth_audiences",

@@ -36,6 +36,7 @@ from shared.storage.keys import DocKey, RecordRef, WindowBounds, partition_key
 
 if TYPE_CHECKING:
     from shared.storage._batches import rounds_of, write, write_documents, write_names
+    from shared.storage._collect import collect_tombstones
     from shared.storage._deletes import delete, delete_documents, delete_record, documents_in, purge_expired
     from shared.storage._migrate import Migration, migrate_first_form
     from shared.storage._names import (
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 _WRITE_SIDE = {
     "shared.storage._batches": ("rounds_of", "write", "write_documents", "write_names"),
+    "shared.storage._collect": ("collect_tombstones",),
     "shared.storage._deletes": ("delete", "delete_documents", "delete_record", "documents_in", "purge_expired"),
     "shared.storage._scopes": ("BadContinuation", "erase_contact", "offboard_tenant"),
     "shared.storage._migrate": ("Migration", "migrate_first_form"),
@@ -99,6 +101,7 @@ __all__ = [
     "as_int",
     "build_table_client",
     "claims",
+    "collect_tombstones",
     "data_entity",
     "delete",
     "delete_documents",

@@ -110,7 +110,7 @@ async def delete_record(store: InsightsStore, tenant: str, ref: RecordRef, versi
     for point in all_points():
         pk = partition_key(tenant, point, ref)
         if version is not None:
-            await raise_mark(store.table, pk, RECORD_MARK, version)
+            await raise_mark(store, pk, RECORD_MARK, version)
         keys += await documents_in(store, pk)
     # a record's delete takes its name with it, also one given on its own
     record_type, record_id = ref.parts

@@ -103,6 +103,11 @@ class IndexState:
     hints: list[str] = field(default_factory=list)
     """At home: every expiry the document was listed under in the expiry index and whose entry may
     remain (`Hints`), the current one included, so a wide delete removes each."""
+    deleted_at: str = ""
+    """A tombstone: when it was written (`DelAt`): its grace period runs from then."""
+    gc: list[str] = field(default_factory=list)
+    """When the grace periods end that this entity is listed for collection under (`Gc`), so a
+    wide delete removes each entry (`_expiry`)."""
     etag: str | None = None
     legacy_rows: list[str] = field(default_factory=list)
     legacy_twin: str = ""
@@ -129,6 +134,8 @@ class IndexState:
             gone=json.loads(entity.get("Gone") or "[]"),
             expires=entity.get("Exp") or "",
             hints=json.loads(entity.get("Hints") or "[]"),
+            deleted_at=entity.get("DelAt") or "",
+            gc=json.loads(entity.get("Gc") or "[]"),
             etag=entity.metadata.get("etag"),
             entity=dict(entity),
         )
@@ -146,6 +153,8 @@ def index_entity(
     expires: str = "",
     digest: str = "",
     hints: Iterable[str] = (),
+    deleted_at: str = "",
+    gc: Iterable[str] = (),
 ) -> dict[str, Any]:
     return {
         "PartitionKey": pk,
@@ -160,6 +169,8 @@ def index_entity(
         "Exp": expires,
         "Sum": digest,
         "Hints": _json(sorted(set(hints) - {""})),
+        "DelAt": deleted_at if dead or not row else "",  # a tombstone, or a copy's that left
+        "Gc": _json(sorted(set(gc) - {""})),
     }
 
 

@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from shared.contract import format_stored
 from shared.storage._entities import as_int, int64
+from shared.storage._expiry import kept_hints, list_gc
 from shared.storage._table import Table, attempts, create, put_if_unchanged
-from shared.storage.errors import Conflict
+from shared.storage.errors import Conflict, Unavailable
 from shared.storage.keys import enc
 
 if TYPE_CHECKING:
@@ -156,22 +158,31 @@ async def _contact_marks(store: InsightsStore, tenant: str) -> dict[str, int]:
     }
 
 
-async def raise_mark(table: Table, pk: str, rk: str, version: int, **extra: Any) -> int:
-    """Raise a mark to at least `version` (a mark never goes down); returns the mark now. `At`
-    says when it was last raised."""
+async def raise_mark(store: InsightsStore, pk: str, rk: str, version: int) -> int:
+    """Raise a mark to at least `version` (a mark never goes down until it is collected); returns
+    the mark now. `At` says when it was last raised; the mark is listed for collection when that
+    time's grace ends (`Gc`, `_collect`) before it is written."""
+    table = store.table
+    grace = timedelta(seconds=store.grace_seconds)
+    due: datetime | None = None
     async for _ in attempts():
         found = await table.get(pk, rk)
         current = as_int(found.get("Ver")) if found else 0
         if found is not None and current >= version:
             return current
+        if due is None:
+            due = datetime.now(UTC) + grace
+            failed = await list_gc(table, [(rk, pk, rk, due)], lambda: None)
+            if failed:
+                raise Unavailable(f"the mark could not be listed for collection: {failed[rk]}")
         kept = {k: v for k, v in found.items() if k not in ("Timestamp", "etag")} if found else {}
         entity = {
             **kept,  # a tenant's mark keeps its `Contacts` flag
             "PartitionKey": pk,
             "RowKey": rk,
             "Ver": int64(version),
-            "At": format_stored(datetime.now(UTC)),
-            **extra,
+            "At": format_stored(due - grace),
+            "Gc": json.dumps(kept_hints([*json.loads(kept.get("Gc") or "[]"), format_stored(due)])),
         }
         try:
             await table.submit([put_if_unchanged(entity, found.metadata["etag"] if found else None)])  # type: ignore[attr-defined]

@@ -38,7 +38,7 @@ from urllib.parse import unquote
 from shared.contract import all_points
 from shared.runtime import current_deadline
 from shared.storage._entities import as_int, is_legacy_row, legacy_key, parse_stored_time
-from shared.storage._expiry import expiry_row
+from shared.storage._expiry import expiry_row, gc_entries
 from shared.storage._marks import (
     RECORD_MARK,
     TENANT_MARKS,
@@ -49,7 +49,7 @@ from shared.storage._marks import (
     salt_of,
 )
 from shared.storage._names import RecordWork, refresh_many
-from shared.storage._table import chunked, delete, delete_if_unchanged, prefix_range
+from shared.storage._table import chunked, delete_if_unchanged, prefix_range
 from shared.storage._writer import RESERVE_SECONDS, Change, Outcome, Writer, WriteReport, refresh_names
 from shared.storage.errors import StorageError
 from shared.storage.keys import INDEX, DocKey, RecordRef, enc, expiry_partition, partition_key
@@ -178,18 +178,19 @@ async def _drop_hints(store: InsightsStore, hints: Sequence[tuple[str, str]]) ->
     clean = True
     for day, rows in by_day.items():
         try:
-            await store.table.submit_all([delete(day, row) for row in rows])
+            await store.table.delete_rows(day, rows)
         except StorageError:
             clean = False
     return clean
 
 
 def _hints_of(pk: str, entity: dict[str, Any]) -> list[tuple[str, str]]:
-    """The expiry entries a home index entity's document may have: its current expiry's and each
-    earlier one it lists (`Hints`)."""
+    """The index entries that point at an entity going: a home index entity's document's expiry
+    entries (its current expiry and each earlier one it lists, `Hints`), and any entity's
+    collection entries (`Gc`: tombstones, a copy's that left, watermarks)."""
+    found = gc_entries(pk, entity["RowKey"], json.loads(entity.get("Gc") or "[]"))
     if not _is_home_index(pk, entity):
-        return []
-    found = []
+        return found
     for text in {entity.get("Exp") or "", *json.loads(entity.get("Hints") or "[]")} - {""}:
         expires = parse_stored_time(text)
         if expires is not None:
@@ -230,7 +231,7 @@ async def offboard_tenant(
     step = _Step()
     mark_rk = enc(tenant)
     if progress.mark:
-        await raise_mark(store.table, TENANT_MARKS, mark_rk, progress.mark)
+        await raise_mark(store, TENANT_MARKS, mark_rk, progress.mark)
         store.marks_cache.pop(tenant, None)  # this instance's writers see it at once
     lo, hi = prefix_range(enc(tenant) + "|")
     survivors = {tuple(record) for record in progress.survivors}
@@ -253,7 +254,7 @@ async def offboard_tenant(
             highest = max((_version(e) for e in page if _versioned(e)), default=0)
             if highest > progress.mark:
                 progress.mark = highest
-                await raise_mark(store.table, TENANT_MARKS, mark_rk, highest)
+                await raise_mark(store, TENANT_MARKS, mark_rk, highest)
                 store.marks_cache.pop(tenant, None)
         gone: dict[str, list[dict[str, Any]]] = defaultdict(list)
         hints: list[tuple[str, str]] = []
@@ -267,8 +268,8 @@ async def offboard_tenant(
             if not versioned and not _written_before(entity, progress.began):
                 continue
             gone[pk].append(entity)
+            hints += _hints_of(pk, entity)
             if _is_home_index(pk, entity):
-                hints += _hints_of(pk, entity)
                 if entity.get("Row"):
                     step.outcomes.append(Outcome("written", _version(entity), existed=True))
             elif is_legacy_row(rk) and legacy_key(entity).home == pk:
@@ -388,7 +389,7 @@ class _Erasure:
             self.progress.mark = version
         if self.progress.mark:
             await flag_contacts(self.store.table, self.tenant)  # before the mark: writers look for it
-            await raise_mark(self.store.table, *self.mark, self.progress.mark)
+            await raise_mark(self.store, *self.mark, self.progress.mark)
             self.store.marks_cache.pop(self.tenant, None)  # the erasure's own writer sees it at once
 
     async def contact_partitions(self, tenant: str) -> None:
@@ -417,8 +418,8 @@ class _Erasure:
             # version (it only guarded against a late copy, and none is in flight any more)
             going = [e for e in entities if _version(e) <= self.progress.mark or (final and _copy_tombstone(pk, e))]
             for entity in going:
+                hints += _hints_of(pk, entity)
                 if _is_home_index(pk, entity):
-                    hints += _hints_of(pk, entity)
                     if entity.get("Row"):
                         self.step.outcomes.append(Outcome("written", _version(entity), existed=True))
                 elif is_legacy_row(entity["RowKey"]) and legacy_key(entity).home == pk:

@@ -59,9 +59,18 @@ class Scope:
 class InsightsStore:
     """The table and its reads (the write path is `shared.storage._writer`, through the same door)."""
 
-    def __init__(self, table_client: Any, max_concurrent_reads: int = 0, settle_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        table_client: Any,
+        max_concurrent_reads: int = 0,
+        settle_seconds: float = 30.0,
+        grace_seconds: float = 10 * 86400.0,
+    ) -> None:
         self.table = Table(table_client)
         self.settle_seconds = settle_seconds
+        self.grace_seconds = grace_seconds
+        """How long a tombstone or watermark is kept before the collection may remove it
+        (`TOMBSTONE_GRACE_DAYS`): the rules hold for a late write that arrives within it."""
         self.marks_cache: dict[str, tuple[float, int, dict[str, int]]] = {}
         """Each tenant's watermarks as last read (`_marks.read_marks`): (when, tenant's, contacts')."""
         """How long after reading the watermarks a write may still commit (`WRITE_SETTLE_SECONDS`):
@@ -277,7 +286,10 @@ def _readable(entity: dict[str, Any], now: datetime) -> StoredDocument | None:
 
 _stores: PerLoop[InsightsStore] = PerLoop(
     lambda settings: InsightsStore(
-        build_table_client(settings), settings.storage_max_concurrent_reads, settings.write_settle_seconds
+        build_table_client(settings),
+        settings.storage_max_concurrent_reads,
+        settings.write_settle_seconds,
+        settings.tombstone_grace_days * 86400,
     ),
     InsightsStore.close,
 )

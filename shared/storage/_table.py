@@ -196,10 +196,16 @@ class Table:
         except Exception as exc:
             raise _translated(exc, conditional=True) from exc
 
-    async def submit_all(self, operations: Sequence[Operation]) -> None:
-        """Unconditional operations of one partition, in transactions of at most MAX_TRANSACTION."""
-        for chunk in chunked(operations):
-            await self.submit(chunk)
+    async def delete_rows(self, pk: str, rows: Sequence[str]) -> None:
+        """Delete entities of one partition, some perhaps gone already (an index entry dropped by
+        the purge, say): in transactions of at most MAX_TRANSACTION, and one by one where a
+        transaction met an entity that was gone (storage refuses the whole transaction then)."""
+        for chunk in chunked(rows):
+            try:
+                await self.submit([delete(pk, rk) for rk in chunk])
+            except Conflict:
+                for rk in chunk:
+                    await self.delete(pk, rk)
 
     async def replace_if_unchanged(self, entity: dict[str, Any], etag: str) -> None:
         from azure.core import MatchConditions  # azure-core with the first write: readers' start-up skips it

@@ -31,6 +31,7 @@ document, the same on every side. Its rules (docs/write-rules.md has them as one
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -52,7 +53,7 @@ from shared.storage._entities import (
     legacy_key,
     parse_stored_time,
 )
-from shared.storage._expiry import list_expiry
+from shared.storage._expiry import kept_hints, list_expiry, list_gc
 from shared.storage._marks import RECORD_MARK, Marks, contact_mark, read_marks
 from shared.storage._names import RecordWork, records_of, refresh_many
 from shared.storage._table import (
@@ -121,6 +122,16 @@ class Change:
     home_etag: str | None = None
     listed: bool = False
     """Its expiry entry is listed (`_expiry`)."""
+    gc_due: dict[str, datetime] = field(default_factory=dict)
+    """Per partition where this change writes a tombstone: when its grace ends (fixed once, so a
+    conflict's retry writes the same)."""
+
+    def tombstone_due(self, pk: str, grace: timedelta) -> datetime:
+        """When the grace of this change's tombstone in `pk` ends: from the purge's clock for a
+        purge, else from now."""
+        if pk not in self.gc_due:
+            self.gc_due[pk] = (self.expired_by or datetime.now(UTC)) + grace
+        return self.gc_due[pk]
 
     @property
     def tenant(self) -> str:
@@ -191,6 +202,8 @@ class Writer:
         self._marks_read = 0.0
         self._tenants: set[str] = set()
         self._marks_lock = asyncio.Lock()
+        self.grace = timedelta(seconds=store.grace_seconds)
+        self._tombstones: list[tuple[Change, str, str, list[str]]] = []
 
     # ---- the batch ---------------------------------------------------------------------------
 
@@ -229,6 +242,7 @@ class Writer:
             await self._gather(self._prefetch(pk, wanted[pk]) for pk in both)
         await self._gather(self._home(pk, group) for pk, group in homes.items())
         await self._copies([c for c in changes if c.outcome is not None and c.outcome.status in ("written", "kept")])
+        await self._list_tombstones()
 
     async def _fresh_marks(self, changes: Iterable[Change]) -> None:
         """The tenant and contact watermarks, read again when older than half the settle time: a
@@ -313,9 +327,12 @@ class Writer:
             record_mark = state.mark.version if state.mark is not None else 0
             batch: list[Planned] = []
             for change in pending:
-                planned = _plan_home(pk, change, state.of(change.key, pk), record_mark)
+                known = state.of(change.key, pk)
+                planned = _plan_home(pk, change, known, record_mark, self.grace)
                 if planned is not None:
                     batch.append((change, *planned))
+                elif change.outcome is not None and change.outcome.status in ("written", "kept"):
+                    self._tombstone_written(change, pk, known.entity)  # a re-send: listed again
             # each document that will commit is listed under its expiry day first (a write that is
             # stale lists nothing); one whose entry could not be listed is not written either
             batch = await self._list_expiry(batch)
@@ -356,6 +373,7 @@ class Writer:
             self.transactions += 1
             position = len(guard)
             for change, change_ops, index in members:
+                self._tombstone_written(change, pk, index)
                 position += len(change_ops)
                 if home:
                     change.home_index, change.home_etag = index, _etag(results, position - 1)
@@ -395,9 +413,14 @@ class Writer:
                 return
             batch: list[Planned] = []
             for change, put in pending:
-                planned = _plan_copy(pk, change, put, state.of(change.key, pk), erased)
-                if planned:
+                known = state.of(change.key, pk)
+                planned = _plan_copy(pk, change, put, known, erased, self.grace)
+                if planned and planned[-1][1].get("RowKey", "").startswith("i|"):
+                    batch.append((change, planned, planned[-1][1]))
+                elif planned:
                     batch.append((change, planned, {}))
+                if known.exists and known.order == change.committed:
+                    self._tombstone_written(change, pk, known.entity)  # a re-send: listed again
             conflicted = await self._submit(pk, batch, home=False)
             retry = {id(c) for c in conflicted}
             pending = [(c, put) for c, put in pending if id(c) in retry]
@@ -424,19 +447,49 @@ class Writer:
         a change, across conflict retries); a change whose entry could not be listed is reported
         failed and leaves the batch."""
         wanted = [c for c, _, _ in batch if c.doc is not None and c.doc.expiresAt is not None and not c.listed]
-        if not wanted:
-            return batch
-        failed = await list_expiry(
-            self.table,
-            [(c.key, c.doc.expiresAt) for c in wanted if c.doc is not None and c.doc.expiresAt is not None],
-            self._check_time,
-        )
-        for change in wanted:
-            if change.key in failed:
-                change.outcome = Outcome("failed", None, f"expiry index not written: {failed[change.key]}")
-            else:
-                change.listed = True
+        failed: dict[DocKey, str] = {}
+        if wanted:
+            failed = await list_expiry(
+                self.table,
+                [(c.key, c.doc.expiresAt) for c in wanted if c.doc is not None and c.doc.expiresAt is not None],
+                self._check_time,
+            )
+            for change in wanted:
+                if change.key in failed:
+                    change.outcome = Outcome("failed", None, f"expiry index not written: {failed[change.key]}")
+                else:
+                    change.listed = True
         return [member for member in batch if member[0].key not in failed]
+
+    def _tombstone_written(self, change: Change, pk: str, entity: dict[str, Any] | None) -> None:
+        """A tombstone this batch wrote in `pk`, or found there as its re-send: listed for
+        collection once the batch is done (`_list_tombstones`)."""
+        if entity and entity.get("RowKey", "").startswith("i|") and not entity.get("Row"):
+            dues = json.loads(entity.get("Gc") or "[]")
+            if dues:
+                self._tombstones.append((change, pk, entity["RowKey"], dues))
+
+    async def _list_tombstones(self) -> None:
+        """List the tombstones written (or found by a re-send) for collection (`_collect`), under
+        the days their grace ends. After the commit, from the dues the entity holds: so a fault
+        between the two leaves no entry that nothing lists (a contact's erasure removes the
+        entries its entities list), and the re-send lists them again. A change whose entries could
+        not be listed is reported failed: the re-send lists them."""
+        wanted, self._tombstones = self._tombstones, []
+        failed = await list_gc(
+            self.table,
+            [
+                (id(change), pk, rk, due)
+                for change, pk, rk, dues in wanted
+                for text in dues
+                if (due := parse_stored_time(text))
+            ],
+            lambda: None,
+        )
+        for change, _, _, _ in wanted:
+            if id(change) in failed and change.outcome is not None and change.outcome.status in ("written", "kept"):
+                error = f"deleted, but not listed for collection: {failed[id(change)]}; send it again"
+                change.outcome = Outcome("failed", None, error, change.outcome.transaction)
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -455,7 +508,7 @@ class Writer:
 
 
 def _plan_home(
-    pk: str, change: Change, state: IndexState, record_mark: int
+    pk: str, change: Change, state: IndexState, record_mark: int, grace: timedelta
 ) -> tuple[list[tuple[Any, ...]], dict[str, Any]] | None:
     """The operations of a change at home, or None when it needs none (its outcome set; a re-send
     of the stored state keeps what the home holds in `committed`, for the copies)."""
@@ -518,9 +571,21 @@ def _plan_home(
     if doc is not None:
         ops.append(upsert(data_entity(doc, key, pk, version, twin)))
     expiry = format_stored(doc.expiresAt) if doc is not None and doc.expiresAt else ""
-    hints = _hints_kept([*state.hints, state.expires, expiry])
+    hints = kept_hints([*state.hints, state.expires, expiry])
+    deleted_at, gc = _tombstone_times(change, pk, dead, state, grace)
     index = index_entity(
-        key, pk, row=row, version=version, dead=dead, twin=twin, gone=gone, expires=expiry, digest=digest, hints=hints
+        key,
+        pk,
+        row=row,
+        version=version,
+        dead=dead,
+        twin=twin,
+        gone=gone,
+        expires=expiry,
+        digest=digest,
+        hints=hints,
+        deleted_at=deleted_at,
+        gc=gc,
     )
     ops.append(put_if_unchanged(index, state.etag))
     change.committed, change.twin, change.gone = new, twin, sorted(gone)
@@ -528,20 +593,14 @@ def _plan_home(
     return ops, index
 
 
-HINTS_KEPT_DAYS = 30
-"""How long past its time an expiry entry is still counted as possibly there: the purge (daily by
-default) removes entries whose time has passed."""
-
-
-def _hints_kept(expiries: Iterable[str]) -> list[str]:
-    """The expiries whose entries a document may still have, as its home index lists them."""
-    horizon = datetime.now(UTC) - timedelta(days=HINTS_KEPT_DAYS)
-    kept = set()
-    for expiry in expiries:
-        when = parse_stored_time(expiry) if expiry else None
-        if when is not None and when >= horizon:
-            kept.add(expiry)
-    return sorted(kept)
+def _tombstone_times(change: Change, pk: str, dead: bool, state: IndexState, grace: timedelta) -> tuple[str, list[str]]:
+    """A tombstone's time (`DelAt`: its grace runs from then) and the collection entries its
+    entity lists (`Gc`), the new one included; a live state carries the earlier ones on. (`dead`:
+    no row here, a delete's or, in a copy's partition, the copy's that left.)"""
+    if not dead:
+        return "", kept_hints(state.gc)
+    due = change.tombstone_due(pk, grace)
+    return format_stored(due - grace), kept_hints([*state.gc, format_stored(due)])
 
 
 def _resend(change: Change, state: IndexState, status: Status, existed: bool) -> None:
@@ -554,7 +613,9 @@ def _resend(change: Change, state: IndexState, status: Status, existed: bool) ->
         change.home_etag = state.etag
 
 
-def _plan_copy(pk: str, change: Change, put: bool, state: IndexState, erased: int) -> list[tuple[Any, ...]]:
+def _plan_copy(
+    pk: str, change: Change, put: bool, state: IndexState, erased: int, grace: timedelta
+) -> list[tuple[Any, ...]]:
     """The copy's partition takes the state the home committed, only over an older one. An erased
     contact's partition takes no copy at or below its mark, and no tombstone where nothing is."""
     version, dead, digest = change.committed
@@ -570,7 +631,10 @@ def _plan_copy(pk: str, change: Change, put: bool, state: IndexState, erased: in
     ops += [delete(pk, old) for old in state.legacy_rows]
     if put and doc is not None:
         ops.append(upsert(data_entity(doc, key, pk, version, key.home)))
-    index = index_entity(key, pk, row=row, version=version, dead=dead, digest=digest, twin=key.home)
+    deleted_at, gc = _tombstone_times(change, pk, dead or not put, state, grace)
+    index = index_entity(
+        key, pk, row=row, version=version, dead=dead, digest=digest, twin=key.home, deleted_at=deleted_at, gc=gc
+    )
     ops.append(put_if_unchanged(index, state.etag))
     return ops
 

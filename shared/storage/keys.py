@@ -42,6 +42,7 @@ __all__ = [
     "WindowBounds",
     "enc",
     "expiry_partition",
+    "gc_partition",
     "home_of",
     "inverted_ticks",
     "is_contact_partition",
@@ -69,7 +70,10 @@ MAX_TICKS = 3_155_378_975_999_999_999
 """Ticks of 9999-12-31T23:59:59.9999999Z, .NET's DateTime.MaxValue."""
 _UNDATED = "9" * 19
 EXPIRY = "~expiry|"
-__all__ += ["EXPIRY"]
+GC = "~gc|"
+"""The two day-partitioned indexes of housekeeping: documents by expiry, and tombstones and
+watermarks by the time their grace period ends (`shared.storage._expiry`)."""
+__all__ += ["EXPIRY", "GC"]
 
 
 def enc(value: str) -> str:
@@ -186,6 +190,10 @@ def record_key_length(tenant: str, record_type: str, record_id: str) -> int:
 
 def expiry_partition(when: datetime) -> str:
     return f"{EXPIRY}{when.astimezone(UTC).date().isoformat()}"
+
+
+def gc_partition(when: datetime) -> str:
+    return f"{GC}{when.astimezone(UTC).date().isoformat()}"
 
 
 @dataclass(frozen=True)
