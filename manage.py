@@ -869,6 +869,7 @@ SETTINGS_FROM = {
     "migrate": LOCAL_SETTINGS,
     "stats": LOCAL_SETTINGS,
     "bench": "none (it starts Azurite and the dev host with settings of its own)",
+    "bench-overload": "none (it starts Azurite and the dev host with the service's default settings)",
     "write-model": "none (the tests set their own)",
     "mint-token": LOCAL_SETTINGS,
 }
@@ -1019,6 +1020,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
 
     sub.add_parser("bench", help="the benchmark: python3 manage.py bench --help")
+    sub.add_parser(
+        "bench-overload", help="answers inside the budget under overload: python3 manage.py bench-overload --help"
+    )
 
     s = sub.add_parser(
         "write-model", help="a long run of the write rules' model against Azurite (tests/test_write_model.py)"
@@ -1054,6 +1058,10 @@ def main(argv: list[str]) -> int:
         from bench.run import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["bench-overload"]:  # its options are its own too
+        from bench.overload import main as overload_main
+
+        return overload_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -660,8 +660,10 @@ def ingestion_vs_raw(
                         break
                     if r.status_code != 503:
                         break
-                    failed = [item["index"] for item in r.json()["details"]["results"] if item["status"] == "failed"]
-                    pending = [pending[i] for i in failed]
+                    report = r.json()["details"].get("results")
+                    if report is not None:  # only what failed goes again
+                        pending = [pending[i] for i in (item["index"] for item in report if item["status"] == "failed")]
+                    # else the request ran out of its budget before it could report: all of it again
                     with lock:
                         resent += len(pending)
                 with lock:

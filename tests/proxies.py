@@ -17,11 +17,15 @@ _METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"MERGE
 class LoopbackProxy:
     """Forwards to `127.0.0.1:target_port`, holding each chunk a client sends for `delay` seconds,
     or for ever (`hang`). Notes when each request starts (a chunk that begins with an HTTP
-    method), its request line (`lines`), and the most chunks it held at once (`peak`). While
+    method), its request line (`lines`), and the most chunks it held at once (`peak`); with
+    `servers`, it serves that many at a time, like storage that is the bottleneck. While
     `reset(line)` says so, a request is answered by a connection reset instead."""
 
-    def __init__(self, target_port: int, delay: float = 0.0, hang: bool = False) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0, hang: bool = False, servers: int = 0) -> None:
         self.target_port, self.delay, self.hang = target_port, delay, hang
+        self._servers = threading.BoundedSemaphore(servers) if servers else None
+        """Storage as a bottleneck: at most this many requests held (served) at once, each for
+        `delay`; the others wait their turn (0: no bound)."""
         self.reset: Callable[[str], bool] | None = None
         self.lines: list[str] = []
         self.started: list[float] = []
@@ -69,7 +73,11 @@ class LoopbackProxy:
                 if self.hang:
                     self._closed.wait()
                     return
-                time.sleep(self.delay)
+                if self._servers is not None:
+                    with self._servers:
+                        time.sleep(self.delay)
+                else:
+                    time.sleep(self.delay)
                 with self._lock:
                     self.holding -= 1
                 upstream.sendall(data)

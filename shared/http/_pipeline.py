@@ -38,8 +38,8 @@ from shared.http._throttle import TenantThrottle
 from shared.http.telemetry import invocation_span, trace_id_of
 from shared.runtime import PerLoop, RequestLogger, clean_header_value, logger, request_deadline, request_scope
 from shared.settings import get_settings
-from shared.storage import InsightsStore, get_store
-from shared.storage.errors import OutOfTime, StorageError
+from shared.storage import InsightsStore, Kind, get_store, work_kind
+from shared.storage.errors import OutOfTime, Overloaded, StorageError
 
 if TYPE_CHECKING:
     from shared.auth import Principal, TokenValidator
@@ -302,7 +302,13 @@ async def _handle(
             started=started,
         )
         inputs = _parse_inputs(spec, req, settings)
-        result = await handler(ctx, inputs)
+        kind: Kind = "writer" if spec.role == "writer" else "reader"
+        with work_kind(kind):
+            if kind == "reader":  # all its storage calls as one unit: admitted whole, or refused at once
+                async with ctx.store.gate.unit(kind):
+                    result = await handler(ctx, inputs)
+            else:  # a writer's calls are admitted one by one (`shared.storage._gate`)
+                result = await handler(ctx, inputs)
         if isinstance(result, Page):
             outcome.items = len(result.value)
         headers = {REQUEST_ID_HEADER: request_id}
@@ -327,6 +333,12 @@ async def _handle(
 def _unavailable(exc: StorageError) -> ServiceUnavailable:
     """Every storage failure a request meets is the store's, not the caller's: a 503, the one
     place storage errors become HTTP."""
+    if isinstance(exc, Overloaded):
+        return ServiceUnavailable(
+            "The service is overloaded and could not answer in time; retry in a moment.",
+            retry_after=1,
+            log_detail=exc.detail,
+        )
     if isinstance(exc, OutOfTime):
         return ServiceUnavailable(
             "The service could not answer in time; retry shortly.", retry_after=2, log_detail=exc.detail

@@ -1,5 +1,5 @@
-"""The running request, as every layer sees it: its deadline (`asyncio.timeout` enforces it; the
-read gate orders waiters by it), its log context (every line starts with its request id), and
+"""The running request, as every layer sees it: its deadline (`asyncio.timeout` enforces it;
+admission judges by it whether queued work can still finish), its log context (every line starts with its request id), and
 clients that belong to an event loop."""
 
 from shared.runtime._deadline import current_deadline, remaining, request_deadline

@@ -1,8 +1,8 @@
 """The current request's deadline, visible to whatever runs on its behalf.
 
 The pipeline sets it when a request starts (arrival + its budget, on the `time.perf_counter`
-clock) and clears it when the request ends; the tasks a request starts inherit it (the read gate
-orders its waiters by it). The deadline itself is enforced by `asyncio.timeout` around the whole
+clock) and clears it when the request ends; the tasks a request starts inherit it (admission judges
+by it whether its work can still finish). The deadline itself is enforced by `asyncio.timeout` around the whole
 handler. Outside a request (CLI, loader) there is none.
 """
 

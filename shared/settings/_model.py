@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     storage_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=5.0)
     storage_read_timeout_seconds: float = Field(default=1.5, gt=0, le=30.0)
     storage_retries: int = Field(default=1, ge=0, le=3)
-    # Storage reads in flight at once from one instance; the rest queue, oldest request first
-    # (0: no limit). See shared.storage.ReadGate.
+    # The ceiling of the admission limit: units of storage work in flight at once from one instance
+    # (a reader's request is one unit, a writer's call is one); the limit adapts below it to
+    # measured latency, and work that could not finish in its budget is refused at once (0: no
+    # limit, no admission). See shared.storage.Admission and docs/overload.md.
     storage_max_concurrent_reads: int = Field(default=8, ge=0, le=256)
     throttle_requests_per_minute: int = Field(default=1200, ge=0)
     # A write commits within this long of reading the watermarks (one write budget, 25 s, and its

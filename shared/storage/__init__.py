@@ -1,11 +1,14 @@
 """The insights table, behind one door: what the triggers and tools call, and the only code that
 touches the table client (`_table.Table`).
 
-    reads        InsightsStore (a partition's documents, newest first, by RowKey range; the read
-                 gate), get_store / reset_store (one store per event loop), Scope, WindowBounds
+    reads        InsightsStore (a partition's documents, newest first, by RowKey range),
+                 get_store / reset_store (one store per event loop), Scope, WindowBounds
+    admission    Admission (the store's `gate`: units of work per class, refused at once when
+                 they could not finish in their budget), work_kind
     writes       write_documents / write_names (batches: versions, index entities, transactions,
                  copies; the expiry index; the name index after each batch), WriteReport, Outcome
-    deletes      delete_documents (a document, a record's, a contact's, a tenant's), purge_expired
+    deletes      delete_documents (a document, a record's, a contact's, a tenant's), purge_expired,
+                 collect_tombstones
     names        find_records, record_entry, claims, refold, words_of, fold
     maintenance  migrate_first_form, document rows for export and statistics
     errors       shared.storage.errors: the tree every storage failure travels in
@@ -29,7 +32,7 @@ from shared.storage._entities import (
     is_copy,
     parse_stored_time,
 )
-from shared.storage._gate import ReadGate
+from shared.storage._gate import Admission, Kind, work_kind
 from shared.storage._store import InsightsStore, Scope, get_store, reset_store
 from shared.storage._table import build_table_client
 from shared.storage.keys import DocKey, RecordRef, WindowBounds, partition_key
@@ -84,15 +87,16 @@ __all__ = [
     "FOLD_VERSION",
     "MAX_QUERY_WORDS",
     "SCHEMA_VERSION",
+    "Admission",
     "BadContinuation",
     "DocKey",
     "Document",
     "Found",
     "InsightsStore",
+    "Kind",
     "Migration",
     "NameLine",
     "Outcome",
-    "ReadGate",
     "RecordRef",
     "Scope",
     "StoredDocument",
@@ -129,6 +133,7 @@ __all__ = [
     "reset_store",
     "rounds_of",
     "words_of",
+    "work_kind",
     "write",
     "write_documents",
     "write_names",

@@ -1,89 +1,287 @@
-"""The per-instance read limit: at most `limit` storage reads in flight, earliest deadline first."""
+"""Admission of storage work on one instance: answer what storage can, refuse the rest at once.
+
+A seller gets value from an answer inside the budget; a 503 after four seconds of waiting is worse
+than a 503 at once. When storage is the bottleneck (a hot partition, a storage incident, Azurite's
+scans), a queue longer than the budget makes nearly every request expire in it. So, as in
+"Fail at Scale" (a controlled-delay queue) and the Google SRE book's load shedding:
+
+- **Units.** A reader's request is admitted as one unit of work for all of its storage calls (an
+  email summary's several partitions included), so an admitted request is never half-served.
+  A writer's work (the ingestion API) is admitted call by call: its calls are short and many, and
+  a slot a writer borrowed comes back within one call.
+- **Admission.** A unit that finds no free slot is queued only if, from the work ahead of it and
+  the recently measured service time of its class, it can still finish inside its request's
+  remaining budget, and would wait no longer than `MAX_QUEUE_DELAY`; otherwise it is refused at
+  once (`Overloaded`: a 503 with Retry-After). The queue then never holds more than storage
+  serves in that delay: every queued unit is one that can finish, and the requests beyond are
+  told at once. A queued unit whose estimate stops holding (storage slowed while it waited) leaves
+  when it could no longer finish, also refused, never run out of time.
+- **Order.** First come, first served within a class. Each class keeps a reserved share of the
+  limit (readers half, writers a quarter, at least one slot each); a share its class is not using
+  is lent to the other, and a freed slot goes first to a class below its share with work waiting.
+  A partner's bulk push cannot make a seller's cards expire, and a read storm cannot refuse every
+  write.
+- **The limit adapts** to measured latency (as Netflix's concurrency-limits and Envoy's adaptive
+  concurrency do): the ratio of the service time seen over the last minute at its best to the one
+  seen now cuts the limit when storage slows (more work in flight only waits there), and the limit
+  grows back, by about its square root a unit, while latency stays near its best.
+  `STORAGE_MAX_CONCURRENT_READS` is its ceiling (0: no limit and no admission).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Literal
 
 from shared.runtime import current_deadline
-from shared.storage.errors import OutOfTime
+from shared.storage.errors import OutOfTime, Overloaded
 
-__all__ = ["ReadGate"]
+__all__ = ["Admission", "Kind", "work_kind"]
+
+Kind = Literal["reader", "writer"]
+KINDS: tuple[Kind, Kind] = ("reader", "writer")
+SHARES: dict[Kind, float] = {"reader": 0.5, "writer": 0.25}
+"""The least share of the limit each class keeps for itself (rounded up, at least one slot)."""
+MAX_QUEUE_DELAY = 1.0
+"""The longest a unit is expected to wait for a slot: enough queued work to keep storage busy,
+short enough that an answer is still fresh. More than that is refused at once."""
+HEADROOM = 1.5
+"""A unit is queued only if this many of its class's service times, and `SLACK` of its remaining
+budget, are left after its expected wait; it leaves the queue only once less than one service time
+is left. The gap between the two absorbs an estimate a little short, so an admitted unit does not
+leave the queue while the estimate holds."""
+SLACK = 0.1
+TOLERANCE = 2.0
+"""Latency may grow to this multiple of its best before the limit is cut."""
+WINDOW_SECONDS = 60.0
+"""How long the best recent service time is remembered (in six buckets)."""
+SMOOTHING = 0.2
+"""Weight of a new sample in the service-time estimate."""
+
+_kind: ContextVar[Kind | None] = ContextVar("storage_work_kind", default=None)
 
 
-class ReadGate:
-    """At most `limit` storage reads in flight from this process's event loop (0: no limit); the
-    others wait, earliest request deadline first (arrival order among equals).
+@contextlib.contextmanager
+def work_kind(kind: Kind) -> Iterator[None]:
+    """Within this block, storage calls are this class's work (the pipeline sets it per request:
+    a writer's calls are admitted one by one; a reader's request holds one unit for all)."""
+    token = _kind.set(kind)
+    try:
+        yield
+    finally:
+        _kind.reset(token)
 
-    A saturated store serves concurrent requests unevenly: some wait many times the average while
-    others pass, and those miss the answer budget. Queued here instead, every request waits about
-    the average and the oldest goes next. A read whose deadline has passed is never admitted: it
-    is refused at once (OutOfTime: a 503 to the caller), and a waiter whose request is cancelled at its deadline leaves the
-    queue (or passes on a slot it was just handed) without reaching the store."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._busy = 0
-        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+def current_kind() -> Kind | None:
+    return _kind.get()
+
+
+@dataclass
+class _Service:
+    """One class's measured service time: a smoothed estimate, and its best over the window."""
+
+    estimate: float | None = None
+    buckets: deque[tuple[float, float]] = field(default_factory=deque)  # (bucket start, best)
+    last: float = 0.0
+
+    def add(self, seconds: float, now: float) -> None:
+        self.last = now
+        self.estimate = seconds if self.estimate is None else (1 - SMOOTHING) * self.estimate + SMOOTHING * seconds
+        span = WINDOW_SECONDS / 6
+        if self.buckets and now - self.buckets[-1][0] < span:
+            start, best = self.buckets[-1]
+            self.buckets[-1] = (start, min(best, seconds))
+        else:
+            self.buckets.append((now, seconds))
+        while self.buckets and now - self.buckets[0][0] > WINDOW_SECONDS:
+            self.buckets.popleft()
+
+    @property
+    def best(self) -> float | None:
+        return min((b for _, b in self.buckets), default=None)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    kind: Kind
+    seq: int
+    granted: asyncio.Future[None]
+
+
+class Admission:
+    """See the module. `ceiling` is STORAGE_MAX_CONCURRENT_READS (0: everything is admitted)."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.busy: dict[Kind, int] = dict.fromkeys(KINDS, 0)
+        self._queues: dict[Kind, deque[_Waiter]] = {k: deque() for k in KINDS}
+        self._service: dict[Kind, _Service] = {k: _Service() for k in KINDS}
         self._seq = itertools.count()
+        self.refused = 0
+        """Units refused at arrival so far."""
+        self.left = 0
+        """Units that left the queue so far because their estimate stopped holding."""
+
+    # ---- what callers use ------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self.limit <= 0:
-            _admit_only_in_time()
+    async def unit(self, kind: Kind = "reader") -> AsyncIterator[None]:
+        """Hold one slot of `kind` for the block: admitted at once, queued while it can still
+        finish, or refused (`Overloaded`) without waiting for its deadline."""
+        if self.ceiling <= 0:
+            _only_in_time()
             yield
             return
-        await self._acquire()
+        await self._acquire(kind)
+        started = time.perf_counter()
         try:
             yield
         finally:
-            self._hand_over()
+            self._release(kind, time.perf_counter() - started)
+
+    def call(self, kind: Kind | None = None) -> contextlib.AbstractAsyncContextManager[None]:
+        """One storage call: a writer's is a unit of its own; a reader's is covered by its
+        request's unit (and work outside a request, a command's, is not admitted here)."""
+        kind = kind or current_kind()
+        if kind == "writer":
+            return self.unit("writer")
+        return contextlib.nullcontext()
 
     @property
     def in_flight(self) -> int:
-        return self._busy
+        return sum(self.busy.values())
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return sum(len(q) for q in self._queues.values())
 
-    async def _acquire(self) -> None:
-        _admit_only_in_time()
-        if self._busy < self.limit and not self._waiting:
-            self._busy += 1
+    @property
+    def current_limit(self) -> int:
+        return max(1, int(self.limit))
+
+    def service_time(self, kind: Kind) -> float | None:
+        return self._service[kind].estimate
+
+    # ---- admission -------------------------------------------------------------------------------
+
+    def _reserve(self, kind: Kind) -> int:
+        return max(1, math.ceil(self.current_limit * SHARES[kind]))
+
+    def _free_for(self, kind: Kind) -> bool:
+        """A slot is free for `kind` now, without taking one owed to the other class's waiters."""
+        if self.in_flight >= self.current_limit:
+            return False
+        other: Kind = "writer" if kind == "reader" else "reader"
+        owed = max(0, self._reserve(other) - self.busy[other]) if self._queues[other] else 0
+        return self.busy[kind] < self._reserve(kind) or self.in_flight + owed < self.current_limit
+
+    def _expected_wait(self, kind: Kind, service: float) -> float:
+        other: Kind = "writer" if kind == "reader" else "reader"
+        slots = max(self._reserve(kind), self.current_limit - self.busy[other])
+        return (len(self._queues[kind]) + 1) * service / max(1, slots)
+
+    async def _acquire(self, kind: Kind) -> None:
+        _only_in_time()
+        if not self._queues[kind] and self._free_for(kind):
+            self.busy[kind] += 1
             return
         at = current_deadline()
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (math.inf if at is None else at, next(self._seq), granted))
+        service = self._service[kind].estimate
+        left = math.inf if at is None else at - time.perf_counter()
+        if service is not None:
+            wait = self._expected_wait(kind, service)
+            if wait > MAX_QUEUE_DELAY or wait + HEADROOM * service > (1 - SLACK) * left:
+                self.refused += 1
+                raise Overloaded(
+                    f"{kind} work refused at arrival: {self.waiting} waiting, {self.in_flight} in flight "
+                    f"(limit {self.current_limit}), about {wait * 1000:.0f} ms to wait and "
+                    f"{service * 1000:.0f} ms to serve, {left * 1000:.0f} ms left"
+                )
+        waiter = _Waiter(kind, next(self._seq), asyncio.get_running_loop().create_future())
+        self._queues[kind].append(waiter)
+        self._dispatch()  # a slot may be free for it (one kept for the other class's share went unclaimed)
+        # leave when the unit could no longer finish: its deadline, less the service time
+        give_up = None if at is None else max(0.0, left - (service or 0.0))
         try:
-            await granted
+            async with asyncio.timeout(give_up):
+                await waiter.granted
+        except TimeoutError:
+            self._leave(waiter)
+            self.left += 1
+            raise Overloaded(f"{kind} work left the queue: it could no longer finish in its budget") from None
         except asyncio.CancelledError:
-            if granted.done() and not granted.cancelled():
-                self._hand_over()  # handed a slot as it was cancelled: pass it on, unused
-            else:
-                self._waiting = [w for w in self._waiting if w[2] is not granted]
-                heapq.heapify(self._waiting)
+            self._leave(waiter)
             raise
-        _admit_only_in_time(release=self)
+        _only_in_time(release=(self, kind))
+        now_service = self._service[kind].estimate
+        if at is not None and now_service is not None and at - time.perf_counter() < now_service:
+            # storage slowed while it waited: it would not finish, so its slot goes on now
+            self.busy[kind] -= 1
+            self._dispatch()
+            self.left += 1
+            raise Overloaded(f"{kind} work given a slot too late to finish in its budget")
 
-    def _hand_over(self) -> None:
-        while self._waiting:
-            _, _, granted = heapq.heappop(self._waiting)
-            if not granted.done():
-                granted.set_result(None)  # the slot changes hands; _busy stays
+    def _leave(self, waiter: _Waiter) -> None:
+        """A waiter that gives up: out of the queue, or, if it was handed a slot meanwhile, the
+        slot goes on unused."""
+        if waiter.granted.done() and not waiter.granted.cancelled():
+            self.busy[waiter.kind] -= 1
+            self._dispatch()
+        else:
+            with contextlib.suppress(ValueError):
+                self._queues[waiter.kind].remove(waiter)
+
+    def _release(self, kind: Kind, held: float) -> None:
+        self.busy[kind] -= 1
+        self.record(kind, held)
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiters: first a class below its share, then the longest waiting."""
+        while self.in_flight < self.current_limit:
+            heads = [q[0] for q in self._queues.values() if q]
+            if not heads:
                 return
-        self._busy -= 1
+            owed = [w for w in heads if self.busy[w.kind] < self._reserve(w.kind)]
+            chosen = min(owed or heads, key=lambda w: w.seq)
+            self._queues[chosen.kind].popleft()
+            if chosen.granted.done():  # cancelled while queued
+                continue
+            self.busy[chosen.kind] += 1
+            chosen.granted.set_result(None)
+
+    # ---- the adaptive limit ------------------------------------------------------------------------
+
+    def record(self, kind: Kind, held: float) -> None:
+        """A unit of `kind` held its slot `held` seconds: the service-time estimate and the limit
+        follow (and a higher limit admits waiters at once)."""
+        now = time.monotonic()
+        service = self._service[kind]
+        service.add(held, now)
+        gradients = []
+        for measured in self._service.values():  # each class measured lately
+            if measured.estimate and measured.best is not None and now - measured.last < WINDOW_SECONDS / 6:
+                gradients.append(min(1.0, max(0.5, TOLERANCE * measured.best / measured.estimate)))
+        gradient = min(gradients, default=1.0)
+        proposed = self.limit * gradient + (math.sqrt(self.limit) if gradient >= 1.0 else 0.0)
+        self.limit = min(float(self.ceiling), max(1.0, (1 - SMOOTHING) * self.limit + SMOOTHING * proposed))
+        self._dispatch()  # a higher limit admits waiters at once
 
 
-def _admit_only_in_time(release: ReadGate | None = None) -> None:
-    """A read whose request is past its deadline never starts (its slot, if it holds one, goes on)."""
+def _only_in_time(release: tuple[Admission, Kind] | None = None) -> None:
+    """Work whose request is past its deadline never starts (its slot, if it holds one, goes on)."""
     at = current_deadline()
     if at is not None and time.perf_counter() >= at:
         if release is not None:
-            release._hand_over()
-        raise OutOfTime("the request budget ran out before a storage read could start")
+            admission, kind = release
+            admission.busy[kind] -= 1
+            admission._dispatch()
+        raise OutOfTime("the request budget ran out before its storage work could start")

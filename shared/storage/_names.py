@@ -474,8 +474,7 @@ def records_of(keys: Iterable[str]) -> set[tuple[str, str, str]]:
 
 async def record_entry(store: InsightsStore, tenant: str, record_type: str, record_id: str) -> Found | None:
     """The record's entry (its name and URL), or None when the index does not know it."""
-    async with store.gate.slot():
-        row = await store.table.get(names_partition(tenant), ENTRY + _suffix(record_type, record_id))
+    row = await store.table.get(names_partition(tenant), ENTRY + _suffix(record_type, record_id))
     if row is None:
         return None
     return Found(

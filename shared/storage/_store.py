@@ -1,7 +1,8 @@
 """The insights store: the table (through its one door, `_table.Table`) and every read of it.
 
 A reader serves every request from the partitions it names (Microsoft's table design guide: never
-scan), newest first, by RowKey range; each round trip of a request waits its turn at the read gate.
+scan), newest first, by RowKey range; a request's reads run inside the one unit of work its
+admission granted (`_gate`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from shared.contract import format_stored
 from shared.runtime import PerLoop
 from shared.storage._entities import StoredDocument, is_legacy_row
-from shared.storage._gate import ReadGate
+from shared.storage._gate import Admission
 from shared.storage._table import Table, build_table_client, prefix_range
 from shared.storage.errors import TableMissing
 from shared.storage.keys import DATA, LEGACY, RecordRef, WindowBounds, enc, partition_key
@@ -66,7 +67,10 @@ class InsightsStore:
         settle_seconds: float = 30.0,
         grace_seconds: float = 10 * 86400.0,
     ) -> None:
-        self.table = Table(table_client)
+        self.gate = Admission(max_concurrent_reads)
+        """Admission of this instance's storage work (`_gate`): a reader's request as one unit,
+        a writer's calls one by one."""
+        self.table = Table(table_client, self.gate)
         self.settle_seconds = settle_seconds
         self.grace_seconds = grace_seconds
         """How long a tombstone or watermark is kept before the collection may remove it
@@ -75,7 +79,6 @@ class InsightsStore:
         """Each tenant's watermarks as last read (`_marks.read_marks`): (when, tenant's, contacts')."""
         """How long after reading the watermarks a write may still commit (`WRITE_SETTLE_SECONDS`):
         a contact's or tenant's delete ends with a pass that starts this long after its mark."""
-        self.gate = ReadGate(max_concurrent_reads)
         self._first_form: bool | None = None
         self.salt: str | None = None
         """The salt of contact marks (`_marks.salt_of`), read once."""
@@ -101,10 +104,8 @@ class InsightsStore:
         self._first_form = False
 
     async def _pages(self, query: str, params: dict[str, Any], page_size: int) -> AsyncGenerator[dict[str, Any]]:
-        # one round trip per page, each inside a read slot
-        async for entity in self.table.query(
-            query, params, select=_SELECT, page_size=max(1, min(page_size, 1000)), gate=self.gate
-        ):
+        # one round trip per page
+        async for entity in self.table.query(query, params, select=_SELECT, page_size=max(1, min(page_size, 1000))):
             yield entity
 
     async def iter_documents(
@@ -123,9 +124,8 @@ class InsightsStore:
         now = scope.now or datetime.now(UTC)
         low, high = window.row_range()
         legacy_possible = self._first_form
-        if legacy_possible is None:  # an instance's first reads: one point read, inside a read slot
-            async with self.gate.slot():
-                legacy_possible = await self.first_form_possible()
+        if legacy_possible is None:  # an instance's first reads: one point read
+            legacy_possible = await self.first_form_possible()
         if legacy_possible:
             rows = ["RowKey ge @olo", "RowKey lt @hi", "( RowKey lt @ohi or RowKey ge @lo )"]
         else:

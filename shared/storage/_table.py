@@ -1,6 +1,7 @@
 """The one door to the insights table: every storage call of the product goes through `Table`,
 which holds the `azure-data-tables` client, turns what the SDK raises into the storage error tree
-(`shared.storage.errors`), and lets a read wait its turn at the read gate.
+(`shared.storage.errors`), and has a writer's calls admitted one by one (`_gate`: a reader's
+request is admitted as one unit by the pipeline, before its first call).
 
 Beside it, the mechanisms every writer shares, each written once: the entity group transaction's
 limit and chunking, the operations of a transaction (conditional on an ETag, or not), the retry
@@ -10,6 +11,7 @@ after a conflict (jittered), and the RowKey range of a prefix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -20,7 +22,7 @@ from shared.storage.limits import MAX_TRANSACTION
 
 if TYPE_CHECKING:
     from shared.settings import Settings
-    from shared.storage._gate import ReadGate
+    from shared.storage._gate import Admission
 
 __all__ = [
     "CONFLICT_RETRIES",
@@ -123,22 +125,29 @@ def _translated(exc: Exception, conditional: bool) -> StorageError:
 
 
 class Table:
-    """The insights table. Reads may pass a `gate` (the per-instance read limit): each round trip
-    then waits its turn there."""
+    """The insights table. With an `admission`, each call of a writer's request waits its turn
+    there (or is refused); other calls pass."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, admission: Admission | None = None) -> None:
         self._client = client
+        self._admission = admission
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._admission.call() if self._admission is not None else contextlib.nullcontext()
 
     async def get(self, pk: str, rk: str, *, select: list[str] | None = None) -> dict[str, Any] | None:
         """One entity, or None when there is none."""
         from azure.core.exceptions import ResourceNotFoundError  # azure-core with the first storage call
 
         try:
-            entity: dict[str, Any] = await self._client.get_entity(pk, rk, select=select)
+            async with self._turn():
+                entity: dict[str, Any] = await self._client.get_entity(pk, rk, select=select)
         except ResourceNotFoundError as exc:
             if getattr(exc, "error_code", None) == "TableNotFound":
                 raise TableMissing(describe(exc)) from exc
             return None
+        except StorageError:
+            raise
         except Exception as exc:
             raise _translated(exc, conditional=False) from exc
         return entity
@@ -150,7 +159,6 @@ class Table:
         *,
         select: list[str] | None = None,
         page_size: int | None = None,
-        gate: ReadGate | None = None,
         **options: Any,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """The query's results a page (one round trip) at a time."""
@@ -159,11 +167,8 @@ class Table:
         ).by_page()
         while True:
             try:
-                if gate is None:
+                async with self._turn():
                     page = [entity async for entity in await anext(pages)]
-                else:
-                    async with gate.slot():
-                        page = [entity async for entity in await anext(pages)]
             except StopAsyncIteration:
                 return
             except StorageError:
@@ -179,11 +184,10 @@ class Table:
         *,
         select: list[str] | None = None,
         page_size: int | None = None,
-        gate: ReadGate | None = None,
         **options: Any,
     ) -> AsyncIterator[dict[str, Any]]:
         """The query's results, fetched a page at a time."""
-        async for page in self.pages(query, parameters, select=select, page_size=page_size, gate=gate, **options):
+        async for page in self.pages(query, parameters, select=select, page_size=page_size, **options):
             for entity in page:
                 yield entity
 
@@ -192,7 +196,10 @@ class Table:
         if not 0 < len(operations) <= MAX_TRANSACTION:
             raise ValueError(f"a transaction holds 1 to {MAX_TRANSACTION} operations, not {len(operations)}")
         try:
-            return list(await self._client.submit_transaction(list(operations)))
+            async with self._turn():
+                return list(await self._client.submit_transaction(list(operations)))
+        except StorageError:
+            raise
         except Exception as exc:
             raise _translated(exc, conditional=True) from exc
 
@@ -211,22 +218,31 @@ class Table:
         from azure.core import MatchConditions  # azure-core with the first write: readers' start-up skips it
 
         try:
-            await self._client.update_entity(
-                entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
-            )
+            async with self._turn():
+                await self._client.update_entity(
+                    entity, mode="replace", etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except StorageError:
+            raise
         except Exception as exc:
             raise _translated(exc, conditional=True) from exc
 
     async def upsert(self, entity: dict[str, Any]) -> None:
         try:
-            await self._client.upsert_entity(entity)
+            async with self._turn():
+                await self._client.upsert_entity(entity)
+        except StorageError:
+            raise
         except Exception as exc:
             raise _translated(exc, conditional=False) from exc
 
     async def delete(self, pk: str, rk: str) -> None:
         """Delete an entity (one that is already gone is no failure)."""
         try:
-            await self._client.delete_entity(pk, rk)
+            async with self._turn():
+                await self._client.delete_entity(pk, rk)
+        except StorageError:
+            raise
         except Exception as exc:
             raise _translated(exc, conditional=False) from exc
 

@@ -1,0 +1,291 @@
+"""The overload bench: answers inside the budget when storage is the bottleneck, ours against the
+same reads made straight through azure-data-tables, in one run, on one machine.
+
+    python3 manage.py bench-overload               # 300,000 filler entities, 256 callers, 40 s
+    python3 manage.py bench-overload --filler 50000 --seconds 10   # a quick one
+
+Record details for 500 records of 10 documents each, in a table that also holds `--filler`
+entities of no interest, so that Azurite's whole-table scans make storage the bottleneck (as a hot
+partition or a storage incident does in Azure). `--callers` callers each send their next request as
+soon as they have an answer, for `--seconds`: the raw floor (the service's read, straight through
+the async table client, with no budget: every read is waited for) and the service (the dev host,
+its default budget and admission, the throttle off). Twice: callers that send again at once after
+a 503, and callers that wait its `Retry-After` (at most 1 s). Printed per side: answers per second
+inside the budget (5 s, Copilot's), the share of 503s and their median time; written to
+`bench/results/overload-latest.json`. Every request stays on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import AUDIENCE, CLIENT_APP, cpu_seconds  # noqa: E402
+from devhost.azurite import Azurite, free_port  # noqa: E402
+from devhost.identity import LocalAuthority  # noqa: E402
+from extensions import POINTS  # noqa: E402
+from shared.contract import install_points  # noqa: E402
+from shared.settings import get_settings, reset_settings  # noqa: E402
+from shared.storage import RecordRef, build_table_client, partition_key  # noqa: E402
+from tools.data import load  # noqa: E402
+
+TENANT = "6a1f3c5e-7b9d-4e2f-8a4c-0d2e4f6a8b1c"
+BUDGET_SECONDS = 5.0
+"""Copilot's: an answer later than this is dropped."""
+ROUTE = "/api/enhanceskills/related-records"
+TOP = 10
+
+
+def documents(records: int, per_record: int) -> list[dict[str, Any]]:
+    docs = []
+    for r in range(records):
+        for k in range(per_record):
+            docs.append(
+                {
+                    "tenantId": TENANT,
+                    "extensionPoint": "recordDetails",
+                    "id": f"q-{r}-{k}",
+                    "recordType": "opportunity",
+                    "recordId": f"opp-{r:04d}",
+                    "dateTime": f"2026-0{1 + k % 9}-1{k % 9}T10:00:00Z",
+                    "fields": {
+                        "recordId": f"Q-{r}-{k}",
+                        "recordTypeDisplayName": "Quote",
+                        "recordTypePluralDisplayName": "Quotes",
+                        "recordType": "quote",
+                        "recordTitle": f"Quote {r}-{k}",
+                        "url": f"https://app.example/quotes/{r}-{k}",
+                    },
+                }
+            )
+    return docs
+
+
+async def add_filler(count: int) -> None:
+    """Entities of no interest, in partitions of their own: the scans' cost."""
+    async with build_table_client(get_settings()) as table:
+        turns = asyncio.Semaphore(8)
+
+        async def batch(start: int) -> None:
+            async with turns:
+                ops = [
+                    ("upsert", {"PartitionKey": f"~filler|{start // 100:05d}", "RowKey": f"{n:07d}", "Pad": "x" * 64})
+                    for n in range(start, min(count, start + 100))
+                ]
+                await table.submit_transaction(ops)
+
+        await asyncio.gather(*(batch(start) for start in range(0, count, 100)))
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.inside = 0
+        self.late = 0
+        self.refused: list[float] = []
+        self.other = 0
+
+    def figures(self, seconds: float) -> dict[str, Any]:
+        total = self.inside + self.late + len(self.refused) + self.other
+        return {
+            "answers": self.inside + self.late,
+            "inside_budget": self.inside,
+            "inside_budget_per_s": round(self.inside / seconds, 1),
+            "refused_503": len(self.refused),
+            "share_503": round(len(self.refused) / total, 3) if total else 0.0,
+            "median_503_ms": round(statistics.median(self.refused) * 1000, 1) if self.refused else None,
+            "other_errors": self.other,
+            "requests": total,
+        }
+
+
+async def run_floor(callers: int, seconds: float, records: int) -> Tally:
+    """The service's read for a record's details, straight through the async client, no budget."""
+    settings = get_settings().model_copy(update={"storage_read_timeout_seconds": 60.0})
+    tally = Tally()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    async with build_table_client(settings) as table:
+        end = time.perf_counter() + seconds
+
+        async def caller(seed: int) -> None:
+            rng = random.Random(seed)
+            while time.perf_counter() < end:
+                pk = partition_key(
+                    TENANT, "recordDetails", RecordRef.record("opportunity", f"opp-{rng.randrange(records):04d}")
+                )
+                started = time.perf_counter()
+                try:
+                    pages = table.query_entities(
+                        "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and ( Exp eq '' or Exp gt @now )",
+                        parameters={"pk": pk, "lo": "e|", "hi": "e}", "now": now},
+                        results_per_page=TOP + 1,
+                    ).by_page()
+                    found = [e async for e in await anext(pages)]
+                    assert found
+                except Exception:
+                    tally.other += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                if elapsed <= BUDGET_SECONDS:
+                    tally.inside += 1
+                else:
+                    tally.late += 1
+
+        await asyncio.gather(*(caller(n) for n in range(callers)))
+    return tally
+
+
+async def run_service(base: str, token: str, callers: int, seconds: float, records: int, wait_retry: bool) -> Tally:
+    tally = Tally()
+    end = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=callers)
+    async with aiohttp.ClientSession(base, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def caller(seed: int) -> None:
+            rng = random.Random(seed)
+            headers = {"Authorization": f"Bearer {token}"}
+            while time.perf_counter() < end:
+                params = {"recordType": "opportunity", "recordId": f"opp-{rng.randrange(records):04d}", "top": str(TOP)}
+                started = time.perf_counter()
+                try:
+                    async with session.get(ROUTE, params=params, headers=headers) as response:
+                        await response.read()
+                        status, retry_after = response.status, response.headers.get("Retry-After")
+                except Exception:
+                    tally.other += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                if status == 200:
+                    if elapsed <= BUDGET_SECONDS:
+                        tally.inside += 1
+                    else:
+                        tally.late += 1
+                elif status == 503:
+                    tally.refused.append(elapsed)
+                    if wait_retry:
+                        await asyncio.sleep(min(1.0, float(retry_after or 1)))
+                else:
+                    tally.other += 1
+
+        await asyncio.gather(*(caller(n) for n in range(callers)))
+    return tally
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=500)
+    parser.add_argument("--per-record", type=int, default=10)
+    parser.add_argument("--filler", type=int, default=300_000)
+    parser.add_argument("--callers", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "overload-latest.json"))
+    args = parser.parse_args(argv)
+    install_points(POINTS)
+
+    azurite = Azurite().start()
+    authority = LocalAuthority().start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "INSIGHTS_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "INSIGHTS_TABLE_NAME": "overload",
+        "AUTH_AUTHORITY": authority.url,
+        "AUTH_AUDIENCES": AUDIENCE,
+        "AUTH_ALLOWED_TENANTS": TENANT,
+        "AUTH_ALLOWED_CLIENT_APPS": CLIENT_APP,
+        "THROTTLE_REQUESTS_PER_MINUTE": "0",
+    }
+    for name in (
+        "REQUEST_BUDGET_SECONDS",
+        "STORAGE_READ_TIMEOUT_SECONDS",
+        "STORAGE_RETRIES",
+        "STORAGE_MAX_CONCURRENT_READS",
+    ):
+        env.pop(name, None)  # the service's defaults
+    os.environ.update(env)
+    reset_settings()
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "setup": {k: getattr(args, k) for k in ("records", "per_record", "filler", "callers", "seconds")},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    host: subprocess.Popen[bytes] | None = None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "overload.jsonl"
+            path.write_text("".join(json.dumps(d) + "\n" for d in documents(args.records, args.per_record)))
+            if load(path, workers=4, out=open(os.devnull, "w"), err=sys.stderr) != 0:
+                raise SystemExit("bench-overload: the loader failed")
+        started = time.perf_counter()
+        asyncio.run(add_filler(args.filler))
+        print(
+            f"loaded {args.records * args.per_record} documents and {args.filler} filler entities "
+            f"({time.perf_counter() - started:.0f} s for the filler)",
+            flush=True,
+        )
+        host = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        token = authority.mint(tenant=TENANT, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
+        for _ in range(200):
+            try:
+                httpx.get(base + "/api/diagnostics/testconnection", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        # warm: the instance's clients, keys and service-time estimate
+        asyncio.run(run_service(base, token, 4, 3.0, args.records, wait_retry=True))
+        for behaviour, wait_retry in (("resend at once", False), ("wait Retry-After", True)):
+            floor = asyncio.run(run_floor(args.callers, args.seconds, args.records))
+            cpu_before = cpu_seconds(host.pid)
+            ours = asyncio.run(run_service(base, token, args.callers, args.seconds, args.records, wait_retry))
+            figures = {"floor": floor.figures(args.seconds), "ours": ours.figures(args.seconds)}
+            figures["ratio"] = round(
+                figures["ours"]["inside_budget_per_s"] / max(0.1, figures["floor"]["inside_budget_per_s"]), 2
+            )
+            figures["service_cpu_s"] = round(cpu_seconds(host.pid) - cpu_before, 1)
+            results[behaviour] = figures
+            print(
+                f"{behaviour}: raw floor {figures['floor']['inside_budget_per_s']}/s inside {BUDGET_SECONDS:.0f} s "
+                f"({figures['floor']['answers']} answers); ours {figures['ours']['inside_budget_per_s']}/s "
+                f"({figures['ours']['answers']} answers, {figures['ours']['refused_503']} 503s = "
+                f"{figures['ours']['share_503']:.0%}, median 503 {figures['ours']['median_503_ms']} ms): "
+                f"ratio {figures['ratio']}",
+                flush=True,
+            )
+    finally:
+        if host is not None:
+            host.terminate()
+            host.wait(timeout=10)
+        authority.stop()
+        azurite.stop()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
