@@ -285,6 +285,8 @@ async def _handle(
 ) -> func.HttpResponse:
     """Token, throttle, inputs, handler: every failure becomes an ApiError response."""
     try:
+        if spec.role != "writer":  # under a flood, refused before the token costs anything
+            get_store(settings).gate.check("reader")
         principal = await get_validator(settings).validate(req.headers.get("Authorization"), role=spec.role)
         outcome.tenant, outcome.version = principal.tenant_id, principal.version
         wait = get_throttle(settings).retry_after(f"{spec.role}:{principal.tenant_id}")

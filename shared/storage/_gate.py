@@ -59,7 +59,7 @@ budget, are left after its expected wait; it leaves the queue only once less tha
 is left. The gap between the two absorbs an estimate a little short, so an admitted unit does not
 leave the queue while the estimate holds."""
 SLACK = 0.1
-TOLERANCE = 2.0
+TOLERANCE = 4.0
 """Latency may grow to this multiple of its best before the limit is cut."""
 WINDOW_SECONDS = 60.0
 """How long the best recent service time is remembered (in six buckets)."""
@@ -189,23 +189,36 @@ class Admission:
         slots = max(self._reserve(kind), self.current_limit - self.busy[other])
         return (len(self._queues[kind]) + 1) * service / max(1, slots)
 
+    def check(self, kind: Kind = "reader") -> None:
+        """Refuse now (`Overloaded`) work of `kind` that would be refused at arrival: the pipeline
+        asks before it validates a token, so a refusal under a flood costs next to nothing."""
+        if self.ceiling > 0 and (self._queues[kind] or not self._free_for(kind)):
+            self._refuse_if_late(kind)
+
+    def _refuse_if_late(self, kind: Kind) -> None:
+        service = self._service[kind].estimate
+        if service is None:
+            return
+        at = current_deadline()
+        left = math.inf if at is None else at - time.perf_counter()
+        wait = self._expected_wait(kind, service)
+        if wait > MAX_QUEUE_DELAY or wait + HEADROOM * service > (1 - SLACK) * left:
+            self.refused += 1
+            raise Overloaded(
+                f"{kind} work refused at arrival: {self.waiting} waiting, {self.in_flight} in flight "
+                f"(limit {self.current_limit}), about {wait * 1000:.0f} ms to wait and "
+                f"{service * 1000:.0f} ms to serve, {left * 1000:.0f} ms left"
+            )
+
     async def _acquire(self, kind: Kind) -> None:
         _only_in_time()
         if not self._queues[kind] and self._free_for(kind):
             self.busy[kind] += 1
             return
+        self._refuse_if_late(kind)
         at = current_deadline()
         service = self._service[kind].estimate
         left = math.inf if at is None else at - time.perf_counter()
-        if service is not None:
-            wait = self._expected_wait(kind, service)
-            if wait > MAX_QUEUE_DELAY or wait + HEADROOM * service > (1 - SLACK) * left:
-                self.refused += 1
-                raise Overloaded(
-                    f"{kind} work refused at arrival: {self.waiting} waiting, {self.in_flight} in flight "
-                    f"(limit {self.current_limit}), about {wait * 1000:.0f} ms to wait and "
-                    f"{service * 1000:.0f} ms to serve, {left * 1000:.0f} ms left"
-                )
         waiter = _Waiter(kind, next(self._seq), asyncio.get_running_loop().create_future())
         self._queues[kind].append(waiter)
         self._dispatch()  # a slot may be free for it (one kept for the other class's share went unclaimed)
