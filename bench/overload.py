@@ -100,6 +100,7 @@ class Tally:
         self.late = 0
         self.refused: list[float] = []
         self.other = 0
+        self.at_deadline = 0
 
     def figures(self, seconds: float) -> dict[str, Any]:
         total = self.inside + self.late + len(self.refused) + self.other
@@ -110,6 +111,7 @@ class Tally:
             "refused_503": len(self.refused),
             "share_503": round(len(self.refused) / total, 3) if total else 0.0,
             "median_503_ms": round(statistics.median(self.refused) * 1000, 1) if self.refused else None,
+            "deadline_503": self.at_deadline,
             "other_errors": self.other,
             "requests": total,
         }
@@ -165,7 +167,7 @@ async def run_service(base: str, token: str, callers: int, seconds: float, recor
                 started = time.perf_counter()
                 try:
                     async with session.get(ROUTE, params=params, headers=headers) as response:
-                        await response.read()
+                        body = await response.read()
                         status, retry_after = response.status, response.headers.get("Retry-After")
                 except Exception:
                     tally.other += 1
@@ -178,6 +180,7 @@ async def run_service(base: str, token: str, callers: int, seconds: float, recor
                         tally.late += 1
                 elif status == 503:
                     tally.refused.append(elapsed)
+                    tally.at_deadline += b"overloaded" not in body  # the budget's 503, not admission's
                     if wait_retry:
                         await asyncio.sleep(min(1.0, float(retry_after or 1)))
                 else:
