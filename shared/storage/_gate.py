@@ -11,10 +11,9 @@ scans), a queue longer than the budget makes nearly every request expire in it. 
   a slot a writer borrowed comes back within one call.
 - **Admission.** A unit that finds no free slot is queued only if, from the work ahead of it and
   the recently measured service time of its class, it can still finish inside its request's
-  remaining budget, and would wait no longer than `MAX_QUEUE_DELAY`; otherwise it is refused at
-  once (`Overloaded`: a 503 with Retry-After). The queue then never holds more than storage
-  serves in that delay: every queued unit is one that can finish, and the requests beyond are
-  told at once. A queued unit whose estimate stops holding (storage slowed while it waited) leaves
+  remaining budget; otherwise it is refused at once (`Overloaded`: a 503 with Retry-After). The
+  queue then never holds more than storage serves within a budget: every queued unit is one that
+  can finish, and the requests beyond are told at once. A queued unit whose estimate stops holding (storage slowed while it waited) leaves
   when it could no longer finish, also refused, never run out of time.
 - **Order.** First come, first served within a class. Each class keeps a reserved share of the
   limit (readers half, writers a quarter, at least one slot each); a share its class is not using
@@ -50,9 +49,6 @@ Kind = Literal["reader", "writer"]
 KINDS: tuple[Kind, Kind] = ("reader", "writer")
 SHARES: dict[Kind, float] = {"reader": 0.5, "writer": 0.25}
 """The least share of the limit each class keeps for itself (rounded up, at least one slot)."""
-MAX_QUEUE_DELAY = 1.0
-"""The longest a unit is expected to wait for a slot: enough queued work to keep storage busy,
-short enough that an answer is still fresh. More than that is refused at once."""
 HEADROOM = 1.5
 """A unit is queued only if this many of its class's service times, and `SLACK` of its remaining
 budget, are left after its expected wait; it leaves the queue only once less than one service time
@@ -202,7 +198,7 @@ class Admission:
         at = current_deadline()
         left = math.inf if at is None else at - time.perf_counter()
         wait = self._expected_wait(kind, service)
-        if wait > MAX_QUEUE_DELAY or wait + HEADROOM * service > (1 - SLACK) * left:
+        if wait + HEADROOM * service > (1 - SLACK) * left:
             self.refused += 1
             raise Overloaded(
                 f"{kind} work refused at arrival: {self.waiting} waiting, {self.in_flight} in flight "
@@ -236,7 +232,7 @@ class Admission:
             raise
         _only_in_time(release=(self, kind))
         now_service = self._service[kind].estimate
-        if at is not None and now_service is not None and at - time.perf_counter() < now_service:
+        if at is not None and now_service is not None and at - time.perf_counter() < HEADROOM * now_service:
             # storage slowed while it waited: it would not finish, so its slot goes on now
             self.busy[kind] -= 1
             self._dispatch()
