@@ -21,9 +21,11 @@ scans), a queue longer than the budget makes nearly every request expire in it. 
   A partner's bulk push cannot make a seller's cards expire, and a read storm cannot refuse every
   write.
 - **The limit adapts** to measured latency (as Netflix's concurrency-limits and Envoy's adaptive
-  concurrency do): the ratio of the service time seen over the last minute at its best to the one
-  seen now cuts the limit when storage slows (more work in flight only waits there), and the limit
-  grows back, by about its square root a unit, while latency stays near its best.
+  concurrency do): the ratio of readers' service time seen over the last minute at its best to the
+  one seen now cuts the limit when storage slows (more work in flight only waits there), and the
+  limit grows back, by about its square root a unit, while latency stays near its best. (A
+  writer's calls range from a point read to a 100-operation transaction: their times do not say
+  how loaded storage is, so only readers' units move the limit.)
   `STORAGE_MAX_CONCURRENT_READS` is its ceiling (0: no limit and no admission).
 """
 
@@ -275,11 +277,14 @@ class Admission:
         now = time.monotonic()
         service = self._service[kind]
         service.add(held, now)
-        gradients = []
-        for measured in self._service.values():  # each class measured lately
-            if measured.estimate and measured.best is not None and now - measured.last < WINDOW_SECONDS / 6:
-                gradients.append(min(1.0, max(0.5, TOLERANCE * measured.best / measured.estimate)))
-        gradient = min(gradients, default=1.0)
+        if kind != "reader":
+            # a writer's calls differ too much in cost (a point read, a 100-operation transaction)
+            # for their best to say what storage's latency is: readers' units set the limit
+            self._dispatch()
+            return
+        gradient = 1.0
+        if service.estimate and service.best is not None:
+            gradient = min(1.0, max(0.5, TOLERANCE * service.best / service.estimate))
         proposed = self.limit * gradient + (math.sqrt(self.limit) if gradient >= 1.0 else 0.0)
         self.limit = min(float(self.ceiling), max(1.0, (1 - SMOOTHING) * self.limit + SMOOTHING * proposed))
         self._dispatch()  # a higher limit admits waiters at once
