@@ -10,6 +10,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from shared.storage import collect_tombstones, purge_expired
 from tests.conftest import TENANT_A, Service
 from tests.test_ingestion import DELETE, delete_fully, writer, writer_token
@@ -121,3 +123,46 @@ def test_an_erasure_after_the_purge_completes_and_names_the_contact_nowhere(writ
     )
     assert reply["failed"] == 0
     assert holding(writer, MEGAN) == [] and holding(writer, MEGAN.replace("@", "%40")) == []
+
+
+def test_a_collected_tombstone_takes_its_expiry_entries_and_a_later_erasure_names_the_contact_nowhere(
+    writer: Service,
+) -> None:
+    """Found by the long model run: a contact-homed document with an expiry, deleted, its tombstone
+    collected before the expiry's day: the expiry entry (naming the contact's partition) was left
+    with nothing listing it, so the contact's later erasure could not find it."""
+    later = datetime.now(UTC) + timedelta(days=90)  # past the grace: the purge has not reached it
+    own = {**mail("c1", "Megan's own", version=3), "recordType": None, "recordId": None}
+    own["expiresAt"] = later.isoformat().replace("+00:00", "Z")
+    upsert(writer, own)
+    token = writer_token(writer)
+    doc = {"tenantId": TENANT_A, "scope": "document", "extensionPoint": "emailSummary", "id": "c1"}
+    assert writer.post(DELETE, {**doc, "contactEmail": MEGAN}, token=token).json()["deleted"] == 1
+    assert holding(writer, MEGAN.replace("@", "%40")) != []  # the expiry entry and the tombstone
+    assert collect(writer, after=timedelta(hours=1)) == 1
+    assert holding(writer, MEGAN.replace("@", "%40")) == []  # nothing names her partition any more
+    reply = delete_fully(writer, {"tenantId": TENANT_A, "scope": "contact", "contactEmail": MEGAN}, token)
+    assert reply["failed"] == 0
+    assert holding(writer, MEGAN) == [] and holding(writer, MEGAN.replace("@", "%40")) == []
+
+
+@pytest.mark.parametrize("scope", ["tenant", "contact"])
+def test_a_wide_delete_cut_at_any_transaction_and_resent_names_the_contact_nowhere(
+    writer: Service, flaky: Any, scope: str
+) -> None:
+    """Found by the model: the tenant's delete removed entities whose collection entries it had
+    failed to remove (the contact's erasure removed them before trying), so the entries (naming a
+    contact's partition) outlived everything that listed them. Each of its transactions in turn is
+    cut; the re-sent delete leaves nothing of Megan."""
+    token = writer_token(writer)
+    wide = {"tenantId": TENANT_A, "scope": scope, **({"contactEmail": MEGAN} if scope == "contact" else {})}
+    for n in range(1, 7):
+        upsert(writer, mail("m1", f"Budget {n}", version=10 * n))
+        assert delete_fully(writer, RECORD, token)["failed"] == 0  # tombstones, listed for collection
+        reset_nth_batch(flaky, n)
+        cut = writer.post(DELETE, wide, token=token)
+        flaky.reset = None
+        assert cut.status_code in (200, 503), cut.text
+        delete_fully(writer, wide, token)
+        assert holding(writer, MEGAN.replace("@", "%40")) == [], n
+        assert holding(writer, f"Budget {n}") == [], n

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from shared.storage._entities import IndexState, int64, parse_stored_time
-from shared.storage._expiry import drop_entries, due_pages
+from shared.storage._expiry import drop_entries, drop_hints, due_pages, expiry_entries, list_expiry
 from shared.storage._marks import RECORD_MARK, TENANT_MARKS
 from shared.storage._table import delete_if_unchanged, put_if_unchanged
 from shared.storage._writer import Change, Writer
@@ -73,12 +73,24 @@ async def _collect(store: InsightsStore, pk: str, rk: str, now: datetime, grace:
     if rk.startswith(INDEX):
         state = IndexState.from_entity(entity)
         since = parse_stored_time(state.deleted_at)
-        if state.row or since is None or since + grace > now:
-            return False  # live again, or a later tombstone (listed under its own day)
+        if state.row:  # live again: its expiry entries are listed (again, if a run cut here dropped them)
+            return False if await _relist(store, pk, entity) else None
+        if since is None or since + grace > now:
+            return False  # a later tombstone (listed under its own day)
         if state.gone:  # its copies first, as a re-sent delete completes them
             await Writer(store).apply([Change(DocKey(pk, entity["Id"]), None, None, expired_by=now)])
             return None
-        return await _delete(store, pk, rk, etag)
+        # its expiry entries go first (at home, they name its partition: a contact's address); a
+        # write that revives it meanwhile fails on the ETag it read, or commits first: then this
+        # delete conflicts and its entries are listed again
+        if not await drop_hints(store.table, expiry_entries(pk, entity)):
+            return None
+        collected = await _delete(store, pk, rk, etag)
+        if collected is None:
+            revived = await store.table.get(pk, rk)
+            if revived is not None:
+                await _relist(store, pk, revived)
+        return collected
     since = parse_stored_time(entity.get("At") or "")
     if since is None or since + grace > now:
         return False
@@ -103,6 +115,17 @@ async def _delete(store: InsightsStore, pk: str, rk: str, etag: str) -> bool | N
         return None  # changed since it was read (a write's guard rewrites a record's mark as it
         # was): looked at again on the next run, when a newer state is left to its own entry
     return True
+
+
+async def _relist(store: InsightsStore, pk: str, entity: dict[str, Any]) -> bool:
+    """List a home index entity's expiry entries again (upserts: a no-op when they are there)."""
+    state = IndexState.from_entity(entity)
+    if not state.row:
+        return True
+    key = DocKey(pk, entity["Id"])
+    times = [parse_stored_time(text) for text in {state.expires, *state.hints} - {""}]
+    wanted = [(key, when) for when in times if when is not None]
+    return not wanted or not await list_expiry(store.table, wanted, lambda: None)
 
 
 def _tenant_of(pk: str, rk: str) -> str:

@@ -13,6 +13,7 @@ collection), so a contact's or tenant's delete that removes it removes its entri
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,11 +23,13 @@ from shared.contract import format_stored
 from shared.storage._entities import parse_stored_time
 from shared.storage._table import Table, chunked, describe, upsert
 from shared.storage.errors import StorageError
-from shared.storage.keys import EXPIRY, DocKey, expiry_partition, gc_partition
+from shared.storage.keys import EXPIRY, INDEX, DocKey, enc, expiry_partition, gc_partition
 
 __all__ = [
     "drop_entries",
+    "drop_hints",
     "due_pages",
+    "expiry_entries",
     "expiry_row",
     "gc_entries",
     "gc_row",
@@ -61,6 +64,20 @@ async def list_expiry(
         for key, expires in expiring
     ]
     return await _list(table, entries, check_time)
+
+
+def expiry_entries(pk: str, entity: dict[str, Any]) -> list[tuple[str, str]]:
+    """(day, row) of the expiry entries that may point at a home index entity's document: its
+    current expiry and each earlier one it lists (`Hints`). None for any other entity."""
+    doc_id = entity.get("Id") or ""
+    if entity["RowKey"] != INDEX + enc(doc_id):
+        return []
+    found = []
+    for text in {entity.get("Exp") or "", *json.loads(entity.get("Hints") or "[]")} - {""}:
+        expires = parse_stored_time(text)
+        if expires is not None:
+            found.append((expiry_partition(expires), expiry_row(DocKey(pk, doc_id), expires)))
+    return sorted(found)
 
 
 HINTS_KEPT_DAYS = 30
@@ -146,8 +163,19 @@ async def due_pages(table: Table, now: datetime, index: str = EXPIRY) -> AsyncIt
 
 
 async def drop_entries(table: Table, entries: Sequence[dict[str, Any]]) -> None:
+    if not await drop_hints(table, [(entry["PartitionKey"], entry["RowKey"]) for entry in entries]):
+        raise StorageError("some index entries could not be removed")
+
+
+async def drop_hints(table: Table, hints: Sequence[tuple[str, str]]) -> bool:
+    """Remove index entries (day, row) of what went; False if some could not be removed."""
     by_day: dict[str, list[str]] = defaultdict(list)
-    for entry in entries:
-        by_day[entry["PartitionKey"]].append(entry["RowKey"])
+    for day, row in hints:
+        by_day[day].append(row)
+    clean = True
     for day, rows in by_day.items():
-        await table.delete_rows(day, rows)
+        try:
+            await table.delete_rows(day, rows)
+        except StorageError:
+            clean = False
+    return clean

@@ -38,7 +38,7 @@ from urllib.parse import unquote
 from shared.contract import all_points
 from shared.runtime import current_deadline
 from shared.storage._entities import as_int, is_legacy_row, legacy_key, parse_stored_time
-from shared.storage._expiry import expiry_row, gc_entries
+from shared.storage._expiry import drop_hints, expiry_entries, gc_entries
 from shared.storage._marks import (
     RECORD_MARK,
     TENANT_MARKS,
@@ -52,7 +52,7 @@ from shared.storage._names import RecordWork, refresh_many
 from shared.storage._table import chunked, delete_if_unchanged, prefix_range
 from shared.storage._writer import RESERVE_SECONDS, Change, Outcome, Writer, WriteReport, refresh_names
 from shared.storage.errors import StorageError
-from shared.storage.keys import INDEX, DocKey, RecordRef, enc, expiry_partition, partition_key
+from shared.storage.keys import INDEX, DocKey, RecordRef, enc, partition_key
 
 if TYPE_CHECKING:
     from shared.storage._store import InsightsStore
@@ -170,32 +170,11 @@ async def _remove(store: InsightsStore, pk: str, entities: Sequence[dict[str, An
     return clean
 
 
-async def _drop_hints(store: InsightsStore, hints: Sequence[tuple[str, str]]) -> bool:
-    """Remove expiry entries (day, row) of documents that went."""
-    by_day: dict[str, list[str]] = defaultdict(list)
-    for day, row in hints:
-        by_day[day].append(row)
-    clean = True
-    for day, rows in by_day.items():
-        try:
-            await store.table.delete_rows(day, rows)
-        except StorageError:
-            clean = False
-    return clean
-
-
 def _hints_of(pk: str, entity: dict[str, Any]) -> list[tuple[str, str]]:
     """The index entries that point at an entity going: a home index entity's document's expiry
-    entries (its current expiry and each earlier one it lists, `Hints`), and any entity's
-    collection entries (`Gc`: tombstones, a copy's that left, watermarks)."""
+    entries, and any entity's collection entries (`Gc`: tombstones, a copy's that left, watermarks)."""
     found = gc_entries(pk, entity["RowKey"], json.loads(entity.get("Gc") or "[]"))
-    if not _is_home_index(pk, entity):
-        return found
-    for text in {entity.get("Exp") or "", *json.loads(entity.get("Hints") or "[]")} - {""}:
-        expires = parse_stored_time(text)
-        if expires is not None:
-            found.append((expiry_partition(expires), expiry_row(DocKey(pk, entity["Id"]), expires)))
-    return sorted(found)
+    return sorted(found + expiry_entries(pk, entity))
 
 
 def _resume(after: list[str] | None) -> tuple[str, dict[str, Any]]:
@@ -274,8 +253,10 @@ async def offboard_tenant(
                     step.outcomes.append(Outcome("written", _version(entity), existed=True))
             elif is_legacy_row(rk) and legacy_key(entity).home == pk:
                 step.outcomes.append(Outcome("written", 0, existed=True))
-        clean = await _drop_hints(store, hints)
-        for pk, entities in gone.items():
+        # the entries that point at an entity go first: removed after it, a fault between would
+        # leave them with nothing listing them (a contact's address in a collection entry)
+        clean = await drop_hints(store.table, hints)
+        for pk, entities in gone.items() if clean else ():
             clean = await _remove(store, pk, entities, step) and clean
         progress.clean = progress.clean and clean
         progress.after = [page[-1]["PartitionKey"], page[-1]["RowKey"]]
@@ -410,22 +391,24 @@ class _Erasure:
                     records[key] = 0
         await self.raise_to(max((_version(e) for entities in found.values() for e in entities), default=0))
         await self.records(records)
-        clean = True
         hints: list[tuple[str, str]] = []
         final = self.progress.round > 1  # begun once every write in flight at the raise is over
+        going: dict[str, list[dict[str, Any]]] = {}
         for pk, entities in found.items():
             # at or below the mark; and in a final pass a records' documents' tombstone here at any
             # version (it only guarded against a late copy, and none is in flight any more)
-            going = [e for e in entities if _version(e) <= self.progress.mark or (final and _copy_tombstone(pk, e))]
-            for entity in going:
+            going[pk] = [e for e in entities if _version(e) <= self.progress.mark or (final and _copy_tombstone(pk, e))]
+            for entity in going[pk]:
                 hints += _hints_of(pk, entity)
                 if _is_home_index(pk, entity):
                     if entity.get("Row"):
                         self.step.outcomes.append(Outcome("written", _version(entity), existed=True))
                 elif is_legacy_row(entity["RowKey"]) and legacy_key(entity).home == pk:
                     self.step.outcomes.append(Outcome("written", 0, existed=True))
-            clean = await _remove(self.store, pk, going, self.step) and clean
-        clean = await _drop_hints(self.store, hints) and clean
+        # the entries first, as for a tenant: an entity removed before them could leave them behind
+        clean = await drop_hints(self.store.table, hints)
+        for pk, entities in going.items() if clean else ():
+            clean = await _remove(self.store, pk, entities, self.step) and clean
         self.progress.clean = self.progress.clean and clean
 
     async def records(self, homes: dict[DocKey, int]) -> None:
