@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import AUDIENCE, CLIENT_APP, cpu_seconds  # noqa: E402
+from bench.run import AUDIENCE, CLIENT_APP, cpu_seconds, start_dev_host  # noqa: E402
 from devhost.azurite import Azurite, free_port  # noqa: E402
 from devhost.identity import LocalAuthority  # noqa: E402
 from extensions import POINTS  # noqa: E402
@@ -242,21 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({time.perf_counter() - started:.0f} s for the filler)",
             flush=True,
         )
-        host = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port), "--log-level", "warning"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
+        host, base = start_dev_host(env, port)
         token = authority.mint(tenant=TENANT, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
-        for _ in range(200):
-            try:
-                httpx.get(base + "/api/diagnostics/testconnection", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         # warm: the instance's clients, keys and service-time estimate
         asyncio.run(run_service(base, token, 4, 3.0, args.records, wait_retry=True))
         for behaviour, wait_retry in (("resend at once", False), ("wait Retry-After", True)):

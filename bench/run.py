@@ -284,6 +284,25 @@ class Clients:
             client.close()
 
 
+def start_dev_host(env: dict[str, str], port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """`manage.py serve` on `port` with `env`, once it answers: the process and its base URL."""
+    host = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(base + "/api/diagnostics/testconnection", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return host, base
+
+
 def peak_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -517,20 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         }
 
         # -- the dev host ------------------------------------------------------------------------
-        host = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(host_port), "--log-level", "warning"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{host_port}"
-        for _ in range(100):
-            try:
-                httpx.get(base + "/api/diagnostics/testconnection", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        host, base = start_dev_host(env, host_port)
 
         # -- the ingestion API against raw batch upserts -------------------------------------------
         results["ingestion"] = ingestion_vs_raw(

@@ -94,8 +94,8 @@ async def _collect(store: InsightsStore, pk: str, rk: str, now: datetime, grace:
     since = parse_stored_time(entity.get("At") or "")
     if since is None or since + grace > now:
         return False
-    tenant = _tenant_of(pk, rk)
-    store.marks_cache.pop(tenant, None)
+    if rk != RECORD_MARK:  # a tenant's or contact's: this instance's writers read them again
+        store.marks_cache.pop(_tenant_of(pk, rk), None)
     if pk == TENANT_MARKS and entity.get("Contacts"):
         kept = {k: v for k, v in entity.items() if k not in ("Timestamp", "etag", "At")}
         try:

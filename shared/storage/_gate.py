@@ -232,12 +232,15 @@ class Admission:
         except asyncio.CancelledError:
             self._leave(waiter)
             raise
-        _only_in_time(release=(self, kind))
+        try:
+            _only_in_time()
+        except OutOfTime:
+            self._give_back(kind)
+            raise
         now_service = self._service[kind].estimate
         if at is not None and now_service is not None and at - time.perf_counter() < HEADROOM * now_service:
             # storage slowed while it waited: it would not finish, so its slot goes on now
-            self.busy[kind] -= 1
-            self._dispatch()
+            self._give_back(kind)
             self.left += 1
             raise Overloaded(f"{kind} work given a slot too late to finish in its budget")
 
@@ -245,15 +248,19 @@ class Admission:
         """A waiter that gives up: out of the queue, or, if it was handed a slot meanwhile, the
         slot goes on unused."""
         if waiter.granted.done() and not waiter.granted.cancelled():
-            self.busy[waiter.kind] -= 1
-            self._dispatch()
+            self._give_back(waiter.kind)
         else:
             with contextlib.suppress(ValueError):
                 self._queues[waiter.kind].remove(waiter)
 
     def _release(self, kind: Kind, held: float) -> None:
         self.busy[kind] -= 1
-        self.record(kind, held)
+        self.record(kind, held)  # dispatches, once the estimate has the sample
+
+    def _give_back(self, kind: Kind) -> None:
+        """A slot of `kind` goes on unused, to the next waiter."""
+        self.busy[kind] -= 1
+        self._dispatch()
 
     def _dispatch(self) -> None:
         """Hand free slots to waiters: first a class below its share, then the longest waiting."""
@@ -290,12 +297,8 @@ class Admission:
         self._dispatch()  # a higher limit admits waiters at once
 
 
-def _only_in_time(release: tuple[Admission, Kind] | None = None) -> None:
-    """Work whose request is past its deadline never starts (its slot, if it holds one, goes on)."""
+def _only_in_time() -> None:
+    """Work whose request is past its deadline never starts."""
     at = current_deadline()
     if at is not None and time.perf_counter() >= at:
-        if release is not None:
-            admission, kind = release
-            admission.busy[kind] -= 1
-            admission._dispatch()
         raise OutOfTime("the request budget ran out before its storage work could start")
