@@ -210,10 +210,18 @@ def _figures(latencies: list[float], errors: int, elapsed: float) -> Figures:
 
 
 def compare(
-    ours: Callable[[int], bool], floor: Callable[[int], bool], count: int, concurrency: int, rounds: int = 5
-) -> tuple[Figures, Figures]:
+    ours: Callable[[int], bool],
+    floor: Callable[[int], bool],
+    count: int,
+    concurrency: int,
+    rounds: int = 5,
+    service_cpu: Callable[[], float] | None = None,
+) -> tuple[Figures, Figures, float | None]:
     """`count` calls of each, in `rounds` alternating slices (ours, floor, ours, ...) on the same
-    indices, so drift in the machine or in Azurite during the run weighs on both alike."""
+    indices, so drift in the machine or in Azurite during the run weighs on both alike. With
+    `service_cpu` (the service process's CPU seconds so far), also the service's CPU milliseconds
+    per answer, counted over our slices only."""
+    cpu_used = 0.0
     for i in range(min(20, count)):  # warm connections and caches
         _run_calls(ours, range(i, i + 1), 1)
         _run_calls(floor, range(i, i + 1), 1)
@@ -222,12 +230,17 @@ def compare(
     for start in range(0, count, step):
         indices = range(start, min(count, start + step))
         for name, call in (("ours", ours), ("floor", floor)):
+            before = service_cpu() if service_cpu and name == "ours" else 0.0
             latencies, errors, elapsed = _run_calls(call, indices, concurrency)
+            if service_cpu and name == "ours":
+                cpu_used += service_cpu() - before
             collected[name][0].extend(latencies)
             collected[name][1].append(errors)
             collected[name][2].append(elapsed)
     mine, base = (_figures(lat, sum(err), sum(el)) for lat, err, el in (collected["ours"], collected["floor"]))
-    return mine, base
+    answered = mine.count - mine.errors
+    cpu_ms = round(cpu_used * 1000 / answered, 2) if service_cpu and answered else None
+    return mine, base, cpu_ms
 
 
 class Response:
@@ -571,7 +584,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # -- requests ----------------------------------------------------------------------------
         results["operations"] = (
-            {} if args.skip_reads else run_operations(args, base, authority, tenants, azurite.connection_string)
+            {}
+            if args.skip_reads
+            else run_operations(args, base, authority, tenants, azurite.connection_string, host.pid)
         )
         results["dev_host_peak_rss_mb"] = round(peak_rss_mb(host.pid), 1)
         results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -824,7 +839,7 @@ def _cpu_text(seconds: float, cpu: dict[str, float]) -> str:
 
 
 def run_operations(
-    args: argparse.Namespace, base: str, authority: LocalAuthority, tenants: list[str], connection: str
+    args: argparse.Namespace, base: str, authority: LocalAuthority, tenants: list[str], connection: str, host_pid: int
 ) -> dict[str, Any]:
 
     tokens = {
@@ -971,7 +986,9 @@ def run_operations(
             ):
                 clients = Clients(base)
                 try:
-                    ours, base_figures = compare(ours_factory(clients), floor, count, concurrency)
+                    ours, base_figures, cpu_ms = compare(
+                        ours_factory(clients), floor, count, concurrency, service_cpu=lambda: cpu_seconds(host_pid)
+                    )
                 finally:
                     clients.close()
                 figures[name][label] = {
@@ -980,9 +997,10 @@ def run_operations(
                     "p50_ratio": round(ours.p50 / base_figures.p50, 2),
                     "p99_ratio": round(ours.p99 / base_figures.p99, 2),
                     "rps_ratio": round(ours.rps / base_figures.rps, 2),
+                    "service_cpu_ms_per_answer": cpu_ms,
                 }
                 print(
-                    f"  {name} {label}: ours p50 {ours.p50:.2f} ms, floor p50 {base_figures.p50:.2f} ms, rps {ours.rps:.0f} vs {base_figures.rps:.0f}, errors {ours.errors}",
+                    f"  {name} {label}: ours p50 {ours.p50:.2f} ms, floor p50 {base_figures.p50:.2f} ms, rps {ours.rps:.0f} vs {base_figures.rps:.0f}, errors {ours.errors}, service CPU {cpu_ms} ms per answer",
                     flush=True,
                 )
     finally:

@@ -16,6 +16,9 @@ param principalId string
 param principalType string
 param instanceMemoryMB int
 param maximumInstanceCount int
+param httpPerInstanceConcurrency int
+param alwaysReadyInstances int
+param alertEmail string
 param insightsStorageSku string
 param insightsTableName string
 @description('The AUTH_* app settings, by name.')
@@ -227,6 +230,18 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
+        // every HTTP function scales as one group, named 'http'
+        alwaysReady: (alwaysReadyInstances > 0) ? [
+          {
+            name: 'http'
+            instanceCount: alwaysReadyInstances
+          }
+        ] : []
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
@@ -293,6 +308,266 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// ---- alerts an operator can act on (README "Operate it" says what each means and where to look)
+
+// Mail goes to one address, if given; without it the rules still exist and show in the portal.
+resource alertActions 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmail)) {
+  name: 'ag-${resourceToken}'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'insights'
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'operator'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var alertActionGroups = empty(alertEmail) ? [] : [
+  {
+    actionGroupId: alertActions.id
+  }
+]
+
+// Answers that failed for a reason a caller did not cause: 5xx other than the app's own 503
+// (which has its own rule), e.g. an unhandled error. 401/403 are refusals of bad tokens (the
+// availability test's calls among them) and 4xx are the caller's mistakes.
+resource failedRequestsAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-failed-requests-${resourceToken}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Requests answered with a 5xx other than 503 (the app failed, not the caller): docs/operations.md "Failed requests".'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'server-failures'
+          metricNamespace: 'microsoft.insights/components'
+          metricName: 'requests/count'
+          dimensions: [
+            {
+              name: 'request/resultCode'
+              operator: 'Include'
+              values: [
+                '500'
+                '502'
+                '504'
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Count'
+        }
+      ]
+    }
+    actions: alertActionGroups
+  }
+}
+
+// The app's own 503s: admission refused work (storage slow or overloaded) or storage failed; each
+// is an answer a seller did not get.
+resource overloadedAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-503-answers-${resourceToken}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'The app answered 503 (overloaded, storage unavailable or out of time): docs/operations.md "503 answers".'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'service-unavailable'
+          metricNamespace: 'microsoft.insights/components'
+          metricName: 'requests/count'
+          dimensions: [
+            {
+              name: 'request/resultCode'
+              operator: 'Include'
+              values: [
+                '503'
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 10
+          timeAggregation: 'Count'
+        }
+      ]
+    }
+    actions: alertActionGroups
+  }
+}
+
+// Copilot drops an answer slower than 5 seconds: alert when the 95th percentile of the last
+// five minutes passes 3.5 s (a log query: metric alerts have no percentiles).
+resource slowAnswersAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-slow-answers-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    description: 'The 95th percentile of request duration passed 3.5 s of the 5 s Copilot waits: docs/operations.md "Slow answers".'
+    severity: 2
+    enabled: true
+    scopes: [
+      logAnalytics.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    criteria: {
+      allOf: [
+        {
+          query: 'AppRequests | summarize p95 = percentile(DurationMs, 95)'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'p95'
+          operator: 'GreaterThan'
+          threshold: 3500
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: empty(alertEmail) ? [] : [
+        alertActions.id
+      ]
+    }
+  }
+}
+
+// The insights account refusing work: Azure Storage's throttling (ServerBusyError) and its
+// timeouts (ServerTimeoutError) on the table service.
+resource storageThrottlingAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-storage-throttling-${resourceToken}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'The insights table answered ServerBusyError or ServerTimeoutError: docs/operations.md "Storage throttling".'
+    severity: 2
+    enabled: true
+    scopes: [
+      dataTables.id
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'throttled'
+          metricNamespace: 'Microsoft.Storage/storageAccounts/tableServices'
+          metricName: 'Transactions'
+          dimensions: [
+            {
+              name: 'ResponseType'
+              operator: 'Include'
+              values: [
+                'ServerBusyError'
+                'ServerTimeoutError'
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
+        }
+      ]
+    }
+    actions: alertActionGroups
+  }
+}
+
+// From outside: the test-connection route, without a token, must answer 401 (the app is up, its
+// routes are served and it refuses an anonymous caller), from three regions every five minutes.
+resource availabilityTest 'Microsoft.Insights/webtests@2022-06-15' = {
+  name: 'webtest-${resourceToken}'
+  location: location
+  tags: union(tags, {
+    'hidden-link:${appInsights.id}': 'Resource'
+  })
+  kind: 'standard'
+  properties: {
+    SyntheticMonitorId: 'webtest-${resourceToken}'
+    Name: 'test connection answers 401 without a token'
+    Enabled: true
+    Frequency: 300
+    Timeout: 30
+    Kind: 'standard'
+    RetryEnabled: true
+    Locations: [
+      {
+        Id: 'us-va-ash-azr'
+      }
+      {
+        Id: 'emea-nl-ams-azr'
+      }
+      {
+        Id: 'apac-sg-sin-azr'
+      }
+    ]
+    Request: {
+      RequestUrl: 'https://${functionApp.properties.defaultHostName}/api/diagnostics/testconnection'
+      HttpVerb: 'GET'
+      ParseDependentRequests: false
+    }
+    ValidationRules: {
+      ExpectedHttpStatusCode: 401
+      SSLCheck: true
+      SSLCertRemainingLifetimeCheck: 7
+    }
+  }
+}
+
+resource availabilityAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-availability-${resourceToken}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'The availability test failed from 2 of its 3 locations: docs/operations.md "Availability".'
+    severity: 1
+    enabled: true
+    scopes: [
+      availabilityTest.id
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria'
+      webTestId: availabilityTest.id
+      componentId: appInsights.id
+      failedLocationCount: 2
+    }
+    actions: alertActionGroups
   }
 }
 

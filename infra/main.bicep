@@ -76,6 +76,19 @@ param instanceMemoryMB int = 2048
 @description('Most instances the app scales out to.')
 param maximumInstanceCount int = 100
 
+@minValue(1)
+@maxValue(1000)
+@description('Most HTTP requests one instance works on at once (functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency): derived from measured CPU per answer, docs/operations.md "Concurrency".')
+param httpPerInstanceConcurrency int = 16
+
+@minValue(0)
+@maxValue(20)
+@description('Instances of the HTTP group kept running (always ready): 0 scales to zero; 1 or more removes the cold start for that many instances\' worth of load and is billed while idle (docs/operations.md).')
+param alwaysReadyInstances int = 0
+
+@description('Where alert mail goes (an action group with this e-mail receiver). Empty: the alert rules exist and show in the portal, and no mail is sent.')
+param alertEmail string = ''
+
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -152,6 +165,9 @@ module app 'app.bicep' = {
     principalType: principalType
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    alwaysReadyInstances: alwaysReadyInstances
+    alertEmail: alertEmail
     insightsStorageSku: insightsStorageSku
     insightsTableName: insightsTableName
     auth: {

@@ -8,6 +8,7 @@ accepts it (README "Deploy to Azure" says how a deployment is verified).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -366,8 +367,168 @@ def check_infra(folder: Path = ROOT / "infra", sample: Path = ROOT / "local.sett
     if host_account and package_account and host_account != package_account.group(1):
         problems.append("AzureWebJobsStorage and the deployment package must be the account the identity owns blobs in")
 
+    problems += _scale(props)
+    problems += _alerts(template)
     problems += _parameters_mapped(folder, template)
     return problems
+
+
+def _scale(props: dict[str, Any]) -> list[str]:
+    """How much work one instance takes, and how many stay warm: both from parameters (azd env set
+    tunes them), the always-ready count for the HTTP group only when asked for."""
+    problems = []
+    scale = _path(props, "functionAppConfig", "scaleAndConcurrency") or {}
+    concurrency = _path(scale, "triggers", "http", "perInstanceConcurrency")
+    if not isinstance(concurrency, str):
+        problems.append(
+            "Function App: scaleAndConcurrency.triggers.http.perInstanceConcurrency must come from a parameter "
+            "(the platform's default is meant for one request at a time)"
+        )
+    ready = scale.get("alwaysReady")
+    operands = _path(ready, "operator", "operands") if isinstance(ready, dict) else None
+    entries = (operands or {}).get("true_value") or (ready if isinstance(ready, list) else [])
+    groups = {e.get("name"): e.get("instanceCount") for e in entries if isinstance(e, dict)}
+    if not isinstance(groups.get("http"), str):
+        problems.append(
+            "Function App: scaleAndConcurrency.alwaysReady must give the 'http' group a count from a parameter"
+        )
+    return problems
+
+
+def _monitor_criteria(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(_path(config, "properties", "criteria", "allOf") or [])
+
+
+def _dimension(criterion: dict[str, Any], name: str) -> tuple[str, set[str]] | None:
+    for dimension in criterion.get("dimensions") or []:
+        if dimension.get("name") == name:
+            return str(dimension.get("operator")), {str(v) for v in dimension.get("values") or []}
+    return None
+
+
+def _alerts(template: Template) -> list[str]:
+    """The rules an operator acts on (README "Operate it"), each sending to the action group, whose
+    mail goes to the `alertEmail` parameter and exists only when one is given."""
+    problems = []
+    insights = {symbol for symbol, _ in template.of_type("Microsoft.Insights/components")}
+    tables = {symbol for symbol, _ in template.of_type("Microsoft.Storage/storageAccounts/tableServices")}
+    groups = dict(template.of_type("Microsoft.Insights/actionGroups"))
+    group_symbols = set(groups)
+    for symbol in groups:
+        raw = next(
+            (t["resources"][symbol] for t in template.files.values() if symbol in (t.get("resources") or {})), {}
+        )
+        condition = json.dumps(raw.get("config", {}).get("condition"))
+        if "alertEmail" not in condition:
+            problems.append(f"action group {symbol} must exist only when alertEmail is given")
+        receivers = _path(groups[symbol], "properties", "emailReceivers") or []
+        if [r.get("emailAddress") for r in receivers] != ["alertEmail"]:
+            problems.append(f"action group {symbol} must mail the alertEmail parameter, and nothing else")
+    if not groups:
+        problems.append("no action group: alerts would reach no one")
+
+    def sends(config: dict[str, Any]) -> bool:
+        actions = json.dumps(_path(config, "properties", "actions"))
+        if actions in ('"alertActionGroups"', "null"):
+            actions = json.dumps(template.variables.get("alertActionGroups"))
+        return any(f'"{g}"' in actions for g in group_symbols)
+
+    metric = dict(template.of_type("Microsoft.Insights/metricAlerts"))
+    found: dict[str, str] = {}
+    for symbol, config in metric.items():
+        scopes = {_accessor(scope) or str(scope) for scope in _path(config, "properties", "scopes") or []}
+        criteria = _path(config, "properties", "criteria") or {}
+        kind = criteria.get("'odata.type'") or criteria.get("odata.type") or ""
+        for criterion in _monitor_criteria(config):
+            name = criterion.get("metricName")
+            code = _dimension(criterion, "request/resultCode")
+            response = _dimension(criterion, "ResponseType")
+            if (
+                name == "requests/count"
+                and code
+                and code[0] == "Include"
+                and code[1] == {"503"}
+                and scopes & {f"{i}.id" for i in insights}
+            ):
+                found["503"] = symbol
+            elif (
+                name in ("requests/count", "requests/failed")
+                and scopes & {f"{i}.id" for i in insights}
+                and (code is None or (code[0] == "Include" and "500" in code[1]) or code[0] == "Exclude")
+                and not (code and code[0] == "Include" and "503" in code[1])
+            ):
+                found["failed"] = symbol
+            elif (
+                name == "Transactions"
+                and response
+                and response[0] == "Include"
+                and {"ServerBusyError", "ServerTimeoutError"} <= response[1]
+                and scopes & {f"{t}.id" for t in tables}
+            ):
+                found["throttling"] = symbol
+        if kind == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria":
+            found["availability"] = symbol
+    for symbol, config in template.of_type("Microsoft.Insights/scheduledQueryRules"):
+        for criterion in _monitor_criteria(config):
+            query = str(criterion.get("query", ""))
+            threshold = criterion.get("threshold")
+            if "Duration" in query and "percentile" in query and isinstance(threshold, (int, float)):
+                if 0 < threshold < 5000:
+                    found["duration"] = symbol
+                else:
+                    problems.append(
+                        f"alert {symbol}: a duration threshold of {threshold} ms is not before the 5 s budget"
+                    )
+    wanted = {
+        "failed": "failed requests (5xx the app caused)",
+        "duration": "request duration approaching the 5-second budget (a percentile)",
+        "503": "the app's own 503 answers",
+        "throttling": "the insights table's throttling (Transactions, ResponseType ServerBusyError/ServerTimeoutError)",
+        "availability": "the availability test failing",
+    }
+    for key, what in wanted.items():
+        if key not in found:
+            problems.append(f"no alert rule for {what}")
+    alerts = {**metric, **dict(template.of_type("Microsoft.Insights/scheduledQueryRules"))}
+    for key, symbol in found.items():
+        if group_symbols and not sends(alerts[symbol]):
+            problems.append(f"alert {symbol} ({key}) does not send to the action group")
+
+    tests = dict(template.of_type("Microsoft.Insights/webtests"))
+    route = _test_connection_route()
+    standard = [
+        (symbol, config)
+        for symbol, config in tests.items()
+        if config.get("kind") == "standard" and _path(config, "properties", "Kind") == "standard"
+    ]
+    if not standard:
+        problems.append("no standard availability test (Microsoft.Insights/webtests, kind standard)")
+    for symbol, config in standard:
+        url = str(_path(config, "properties", "Request", "RequestUrl") or "")
+        if not url.startswith("https://") or not url.endswith(route):
+            problems.append(f"availability test {symbol} must call https://<the app>{route}, not {url!r}")
+        if _path(config, "properties", "ValidationRules", "ExpectedHttpStatusCode") != 401:
+            problems.append(f"availability test {symbol} must expect 401 (the route without a token)")
+        if "hidden-link:${" not in json.dumps(config.get("tags")):
+            problems.append(f"availability test {symbol} must carry the hidden-link tag to Application Insights")
+        if symbol not in json.dumps(metric.get(found.get("availability", ""), {})):
+            problems.append(f"availability test {symbol} has no alert rule")
+    return problems
+
+
+@functools.cache
+def _test_connection_route() -> str:
+    """The deployed path of the test-connection operation, from the app's own route table."""
+    from function_app import create_app  # deferred: the checks of workflows and packaging do not need the app
+
+    prefix = json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"]
+    for function in create_app().get_functions():
+        if function.get_function_name() == "test_connection":
+            for binding in function.get_bindings():
+                route = binding.get_dict_repr().get("route")
+                if route:
+                    return f"/{prefix}/{route}"
+    raise AssertionError("the app has no test_connection function")
 
 
 def _flex_refuses(template: Template) -> list[str]:

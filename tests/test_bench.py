@@ -33,8 +33,11 @@ def test_compare_alternates_and_counts_failures_on_both_sides() -> None:
         calls.append("floor")
         return i != 3
 
-    mine, base = compare(ours, floor, count=50, concurrency=1, rounds=5)
+    cpu = iter(float(n) for n in range(100))  # the service's CPU seconds: one more at each reading
+
+    mine, base, cpu_ms = compare(ours, floor, count=50, concurrency=1, rounds=5, service_cpu=lambda: next(cpu))
     assert (mine.count, base.count) == (50, 50)
+    assert cpu_ms == round(5 * 1000 / 49, 2)  # a second over each of our five slices, per answered call
     assert (mine.errors, base.errors) == (1, 1)  # the warm-up's failures are not counted
     measured = calls[40:]  # after 20 warm-up pairs
     runs = [measured[k] for k in range(0, len(measured), 10)]
