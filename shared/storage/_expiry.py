@@ -163,19 +163,25 @@ async def due_pages(table: Table, now: datetime, index: str = EXPIRY) -> AsyncIt
 
 
 async def drop_entries(table: Table, entries: Sequence[dict[str, Any]]) -> None:
-    if not await drop_hints(table, [(entry["PartitionKey"], entry["RowKey"]) for entry in entries]):
-        raise StorageError("some index entries could not be removed")
+    """Remove index entries; the first storage error, if any, is raised once all were tried."""
+    failure = await _drop(table, [(entry["PartitionKey"], entry["RowKey"]) for entry in entries])
+    if failure is not None:
+        raise failure
 
 
 async def drop_hints(table: Table, hints: Sequence[tuple[str, str]]) -> bool:
     """Remove index entries (day, row) of what went; False if some could not be removed."""
+    return await _drop(table, hints) is None
+
+
+async def _drop(table: Table, hints: Sequence[tuple[str, str]]) -> StorageError | None:
     by_day: dict[str, list[str]] = defaultdict(list)
     for day, row in hints:
         by_day[day].append(row)
-    clean = True
+    failure = None
     for day, rows in by_day.items():
         try:
             await table.delete_rows(day, rows)
-        except StorageError:
-            clean = False
-    return clean
+        except StorageError as exc:
+            failure = failure or exc
+    return failure
