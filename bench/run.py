@@ -598,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
         azurite.stop()
 
     report(results)
+    if results["operations"]:
+        from bench.sizing import per_instance_concurrency  # the sizing of docs/operations.md
+
+        concurrency, lines = per_instance_concurrency(results)
+        results["sizing"] = {"http_per_instance_concurrency": concurrency, "arithmetic": lines}
+        print("\nper-instance HTTP concurrency from these figures (docs/operations.md):\n  " + "\n  ".join(lines))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

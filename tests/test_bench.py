@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 from bench.run import POINTS_PER_RECORD, compare, markdown, synthetic
 from shared.documents import validate_document
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_synthetic_data_is_valid_and_covers_every_point() -> None:
@@ -78,3 +82,35 @@ def test_markdown_renders_every_operation_and_the_loading_figures() -> None:
     assert "200,000 documents" in text and "`REQUEST_BUDGET_SECONDS=5`" in text
     assert "| op-a | 1 |" in text and "| op-a | 16 |" in text
     assert "ratio 0.88" in text
+
+
+def test_the_sizing_takes_the_operation_with_the_fewest_requests_in_flight() -> None:
+    from bench.sizing import per_instance_concurrency
+
+    def op(cpu_ms: float, answer_ms: float) -> dict[str, Any]:
+        return {"c1": {"ours": {"p50_ms": answer_ms}}, "c16": {"service_cpu_ms_per_answer": cpu_ms}}
+
+    results = {"operations": {"cheap": op(2.0, 40.0), "costly": op(4.0, 30.0)}}
+    value, lines = per_instance_concurrency(results)
+    # costly: 0.7 x 1 core / 4 ms = 175 answers/s, x 30 ms = 5.25 in flight; cheap: 14
+    assert value == 5
+    assert any("costly" in line and "5.2 in flight" in line for line in lines)
+    assert per_instance_concurrency(results, memory_mb=512)[0] == 1  # a quarter of a core: 1.3
+    assert per_instance_concurrency(results, memory_mb=4096)[0] == 5  # one worker uses one core of two
+
+
+def test_the_deployed_concurrency_default_is_what_the_committed_figures_give() -> None:
+    """infra/ and docs/operations.md quote the figures of one run: a changed default or a new run
+    without the other fails here."""
+    import json
+    import re
+
+    from bench.sizing import per_instance_concurrency
+
+    results = json.loads((ROOT / "bench" / "results" / "sizing-20000-documents.json").read_text())
+    value, _ = per_instance_concurrency(results)
+    main = (ROOT / "infra" / "main.bicep").read_text()
+    assert re.search(rf"param httpPerInstanceConcurrency int = {value}\n", main)
+    mapped = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
+    assert mapped["httpPerInstanceConcurrency"]["value"] == f"${{HTTP_PER_INSTANCE_CONCURRENCY={value}}}"
+    assert f"default **{value}**" in (ROOT / "docs" / "operations.md").read_text()

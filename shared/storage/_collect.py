@@ -120,7 +120,7 @@ async def _delete(store: InsightsStore, pk: str, rk: str, etag: str) -> bool | N
 async def _relist(store: InsightsStore, pk: str, entity: dict[str, Any]) -> bool:
     """List a home index entity's expiry entries again (upserts: a no-op when they are there)."""
     state = IndexState.from_entity(entity)
-    if not state.row:
+    if not state.row or not expiry_entries(pk, entity):  # a tombstone, a copy's, or no expiry
         return True
     key = DocKey(pk, entity["Id"])
     times = [parse_stored_time(text) for text in {state.expires, *state.hints} - {""}]
