@@ -40,6 +40,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 from azure.core import MatchConditions
+from azure.core.exceptions import AzureError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -766,7 +767,7 @@ async def raw_rules(settings: Any, documents: list[dict[str, Any]], batch: int, 
     HTTP: what is left is the rules' own storage cost. Returns (seconds, transactions)."""
     valid = [doc for d in documents if (doc := validate_document(d)[0]) is not None]
     batches = [valid[i : i + batch] for i in range(0, len(valid), batch)]
-    transactions = 0
+    transactions = redone = 0
 
     async with build_table_client(settings.model_copy(update={"insights_table_name": "bench"})) as table:
 
@@ -777,6 +778,20 @@ async def raw_rules(settings: Any, documents: list[dict[str, Any]], batch: int, 
                 return None
 
         async def partition(pk: str, items: list[tuple[Any, Any, str, bool]]) -> None:
+            """The partition's reads and transaction; done again from its reads when storage
+            resets the connection or refuses (as the API's client re-sends what a 503 reported)."""
+            nonlocal redone
+            for attempt in range(5):
+                try:
+                    return await partition_once(pk, items)
+                except AzureError as exc:
+                    status = getattr(exc, "status_code", None)
+                    if attempt == 4 or (status is not None and status < 500 and status not in (409, 412)):
+                        raise
+                    redone += 1
+                    await asyncio.sleep(0.2 * (attempt + 1))
+
+        async def partition_once(pk: str, items: list[tuple[Any, Any, str, bool]]) -> None:
             nonlocal transactions
             reads = [read(pk, key.index_row(pk)) for key, _, _, _ in items]
             if "|r|" in pk:
@@ -837,6 +852,8 @@ async def raw_rules(settings: Any, documents: list[dict[str, Any]], batch: int, 
 
         begun = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
+        if redone:
+            print(f"  (raw rules: {redone} partitions done again after a reset or refusal)", flush=True)
         return time.perf_counter() - begun, transactions
 
 
