@@ -79,7 +79,7 @@ param maximumInstanceCount int = 100
 @minValue(1)
 @maxValue(1000)
 @description('Most HTTP requests one instance works on at once (functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency): derived from measured CPU per answer, docs/operations.md "Concurrency".')
-param httpPerInstanceConcurrency int = 16
+param httpPerInstanceConcurrency int = 5
 
 @minValue(0)
 @maxValue(20)

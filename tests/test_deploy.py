@@ -212,9 +212,9 @@ def _broken_infra(tmp_path: Path, file: str, old: str, new: str) -> list[str]:
         ),
         pytest.param(
             "main.parameters.json",
-            '"${HTTP_PER_INSTANCE_CONCURRENCY=16}"',
+            '"${HTTP_PER_INSTANCE_CONCURRENCY=5}"',
             '"${HTTP_PER_INSTANCE_CONCURRENCY=100}"',
-            "parameter httpPerInstanceConcurrency is mapped with the default '100', the template's is 16",
+            "parameter httpPerInstanceConcurrency is mapped with the default '100', the template's is 5",
             id="concurrency-default-differs",
         ),
         pytest.param(
