@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from shared.storage._entities import IndexState, int64, parse_stored_time
-from shared.storage._expiry import drop_entries, drop_hints, due_pages, expiry_entries, list_expiry
+from shared.storage._expiry import drop_entries, drop_hints, due_pages, expiry_entries, expiry_times, list_expiry
 from shared.storage._marks import RECORD_MARK, TENANT_MARKS
 from shared.storage._table import delete_if_unchanged, put_if_unchanged
 from shared.storage._writer import Change, Writer
@@ -118,14 +118,10 @@ async def _delete(store: InsightsStore, pk: str, rk: str, etag: str) -> bool | N
 
 
 async def _relist(store: InsightsStore, pk: str, entity: dict[str, Any]) -> bool:
-    """List a home index entity's expiry entries again (upserts: a no-op when they are there)."""
-    state = IndexState.from_entity(entity)
-    if not state.row or not expiry_entries(pk, entity):  # a tombstone, a copy's, or no expiry
-        return True
-    key = DocKey(pk, entity["Id"])
-    times = [parse_stored_time(text) for text in {state.expires, *state.hints} - {""}]
-    wanted = [(key, when) for when in times if when is not None]
-    return not wanted or not await list_expiry(store.table, wanted, lambda: None)
+    """List a live home index entity's expiry entries again (upserts: a no-op when they are there)."""
+    times = expiry_times(pk, entity) if entity.get("Row") else []
+    key = DocKey(pk, entity.get("Id") or "")
+    return not times or not await list_expiry(store.table, [(key, when) for when in times], lambda: None)
 
 
 def _tenant_of(pk: str, rk: str) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "due_pages",
     "expiry_entries",
     "expiry_row",
+    "expiry_times",
     "gc_entries",
     "gc_row",
     "kept_hints",
@@ -66,18 +67,19 @@ async def list_expiry(
     return await _list(table, entries, check_time)
 
 
-def expiry_entries(pk: str, entity: dict[str, Any]) -> list[tuple[str, str]]:
-    """(day, row) of the expiry entries that may point at a home index entity's document: its
-    current expiry and each earlier one it lists (`Hints`). None for any other entity."""
-    doc_id = entity.get("Id") or ""
-    if entity["RowKey"] != INDEX + enc(doc_id):
+def expiry_times(pk: str, entity: dict[str, Any]) -> list[datetime]:
+    """The expiries a home index entity's document may have entries under: its current one and
+    each earlier one it lists (`Hints`). None for any other entity (a copy's, a watermark)."""
+    if entity["RowKey"] != INDEX + enc(entity.get("Id") or ""):
         return []
-    found = []
-    for text in {entity.get("Exp") or "", *json.loads(entity.get("Hints") or "[]")} - {""}:
-        expires = parse_stored_time(text)
-        if expires is not None:
-            found.append((expiry_partition(expires), expiry_row(DocKey(pk, doc_id), expires)))
-    return sorted(found)
+    texts = {entity.get("Exp") or "", *json.loads(entity.get("Hints") or "[]")} - {""}
+    return sorted(when for text in texts if (when := parse_stored_time(text)) is not None)
+
+
+def expiry_entries(pk: str, entity: dict[str, Any]) -> list[tuple[str, str]]:
+    """(day, row) of those entries."""
+    key = DocKey(pk, entity.get("Id") or "")
+    return sorted((expiry_partition(when), expiry_row(key, when)) for when in expiry_times(pk, entity))
 
 
 HINTS_KEPT_DAYS = 30
