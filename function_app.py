@@ -29,6 +29,7 @@ def create_app() -> func.FunctionApp:
         app.register_functions(blueprint)
     app.register_functions(ingestion.bp)  # the partner's own write API, not part of the connector
     app.register_functions(chat.bp)  # the Sales chat tools (the agent package), not part of the connector
+    app.register_functions(chat.mcp_bp)  # the same tools over MCP, and the endpoint's OAuth metadata
     app.register_functions(housekeeping)  # the expiry purge, on a timer
     return app
 

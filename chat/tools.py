@@ -33,11 +33,9 @@ bp = func.Blueprint()
 
 TEXT_CHARS = 300
 
-__all__ = ["bp"]
+__all__ = ["bp", "find_records", "record_insights"]
 
 
-@bp.function_name("chat_find_records")
-@bp.route(route="chat/records", methods=["GET"])
 @operation(
     operation_id="findRecords",
     summary="Find CRM records by name",
@@ -70,8 +68,6 @@ async def find_records(ctx: RequestContext, query: FindRecordsQuery) -> RecordMa
     )
 
 
-@bp.function_name("chat_record_insights")
-@bp.route(route="chat/record-insights", methods=["GET"])
 @operation(
     operation_id="getRecordInsights",
     summary="Get a CRM record's insights",
@@ -156,6 +152,12 @@ async def record_insights(ctx: RequestContext, query: RecordInsightsQuery) -> Re
         activities=latest,
         more=Omitted(keySalesInfo=more_h, relatedRecords=more_r, activities=more_a),
     )
+
+
+# Registered here rather than decorated, so that the names above stay the operations themselves
+# (their `operation` and `handler`): the MCP endpoint (chat/_mcp.py) offers them as its tools.
+bp.function_name("chat_find_records")(bp.route(route="chat/records", methods=["GET"])(find_records))
+bp.function_name("chat_record_insights")(bp.route(route="chat/record-insights", methods=["GET"])(record_insights))
 
 
 def _items[M: BaseModel](ctx: RequestContext, point: Any, docs: list[Any], model: type[M]) -> list[M]:

@@ -32,11 +32,11 @@ own lookup before its transaction."""
 
 
 def _check_grants(ctx: RequestContext, tenants: set[str]) -> None:
-    refused = sorted(t for t in tenants if not ctx.settings.writer_may_write(ctx.principal.client_app, t))
+    refused = sorted(t for t in tenants if not ctx.settings.writer_may_write(ctx.caller.client_app, t))
     if refused:
         raise InsufficientPermissions(
             "The caller may not write for every tenant the request names.",
-            log_detail=f"client app {ctx.principal.client_app} has no grant for {', '.join(refused)}",
+            log_detail=f"client app {ctx.caller.client_app} has no grant for {', '.join(refused)}",
         )
 
 

@@ -20,7 +20,7 @@ import pytest
 
 import shared.storage
 from devhost.azurite import Azurite
-from shared.http._pipeline import _unavailable as as_answered
+from shared.http import unavailable as as_answered
 from shared.runtime import request_deadline
 from shared.storage import Admission
 from shared.storage.errors import OutOfTime, Overloaded

@@ -28,7 +28,7 @@ print(len(fs))
 # ingestion API and of the chat tools (imported on their first call)
 lazy = (
     "pydantic_settings", "jwt", "httpx", "aiohttp", "azure.data.tables", "shared.auth", "shared.documents",
-    "ingestion.models", "chat.models",
+    "ingestion.models", "chat.models", "chat._mcp", "mcp", "starlette",
 )
 print(sorted(m for m in lazy if m in sys.modules))
 # and no model of ours has built its validator yet (pydantic's defer_build: on first use)
@@ -48,13 +48,13 @@ def test_importing_the_app_needs_no_settings_and_no_network() -> None:
         [sys.executable, "-c", IMPORT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:3] == ["11", "[]", "True []"]
+    assert result.stdout.split("\n")[:3] == ["13", "[]", "True []"]
 
 
 def test_the_runtime_indexes_anonymous_unique_http_triggers_and_the_purge_timer(devhost: DevHost) -> None:
     functions = devhost.worker.functions
     names = [f.name for f in functions]
-    assert len(names) == len(set(names)) == 11
+    assert len(names) == len(set(names)) == 13
     timers = [f for f in functions if f.trigger["type"] == "timerTrigger"]
     assert [(f.name, f.trigger["schedule"]) for f in timers] == [("purge_expired", "%PURGE_SCHEDULE%")]
     assert "PURGE_SCHEDULE" in json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
@@ -80,6 +80,8 @@ def test_dev_host_routes_come_from_the_runtime_and_host_json(devhost: DevHost) -
         ("api/ingest/delete", ("POST",)),
         ("api/chat/records", ("GET",)),
         ("api/chat/record-insights", ("GET",)),
+        ("api/mcp", ("DELETE", "GET", "POST")),
+        ("api/.well-known/oauth-protected-resource/mcp", ("GET",)),
     }
 
 
@@ -94,6 +96,8 @@ def test_the_connector_reads_the_same_functions_as_the_runtime(devhost: DevHost)
         "api/ingest/delete",
         "api/chat/records",
         "api/chat/record-insights",
+        "api/mcp",
+        "api/.well-known/oauth-protected-resource/mcp",
     }
 
 

@@ -390,9 +390,11 @@ def test_a_package_that_leaves_out_a_module_or_lets_tools_in_is_caught(tmp_path:
     assert ".funcignore lets tools/connector.py into the package" in problems
     assert ".funcignore leaves out shared/storage/_gate.py, which the functions import" in problems
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text(requirements.read_text().replace("httpx==", "#httpx==") + "msal==1.39.0\n")
+    requirements.write_text(
+        requirements.read_text().replace("azure-data-tables==", "#azure-data-tables==") + "msal==1.39.0\n"
+    )
     problems = check_packaging(tmp_path)
-    assert "requirements.txt does not pin httpx, which the functions import" in problems
+    assert "requirements.txt does not pin azure-data-tables, which the functions import" in problems
     assert "requirements.txt pins msal, which the functions never import" in problems
 
 

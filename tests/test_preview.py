@@ -430,7 +430,7 @@ def test_serve_has_no_preview(tmp_path: Path) -> None:
     )
     try:
         assert server.stdout is not None
-        assert server.stdout.readline().startswith("serving 10 functions")
+        assert server.stdout.readline().startswith("serving 12 functions")
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(base + "/preview").status_code == 404
         assert httpx.get(base + "/preview/api/token?tenant=x").status_code == 404

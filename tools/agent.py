@@ -10,11 +10,16 @@
 
 The zip a Teams admin uploads is these files at its root. A Sales admin then copies the agent's
 tools into Sales (docs/sales-chat.md); the tools' files must stay under 150 KB together.
+
+`agent-package --mcp` writes the second package, `agent-mcp/`: the same agent and cards, its
+plugin's runtime `RemoteMCPServer` (the MCP endpoint, chat/mcp.py) with the tools inline, as the
+endpoint's `tools/list` gives them (from the same operations), its own Teams app id.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import zipfile
@@ -37,6 +42,7 @@ __all__ = [
     "chat_operations",
     "openapi_problems",
     "placeholders_in",
+    "render_mcp_package",
     "render_package",
     "tools_size",
     "write_package",
@@ -48,6 +54,10 @@ AGENT_SCHEMA = "https://developer.microsoft.com/json-schemas/copilot/declarative
 APP_SCHEMA = "https://developer.microsoft.com/json-schemas/teams/v1.24/MicrosoftTeams.schema.json"
 TOOL_FILES = ("openapi.json", "ai-plugin.json", "declarativeAgent.json")
 """What Sales copies from the agent (its tools; the agent has no knowledge sources)."""
+MCP_TOOL_FILES = ("ai-plugin.json", "declarativeAgent.json")
+"""The same, for the MCP package."""
+MCP_SAMPLE_APP_ID = "9b1f4c7e-3a52-4d8e-a6b0-2c5e8f1d4a73"
+"""The MCP package's Teams app id in `agent-mcp/` (a package of its own: a GUID of its own)."""
 TOOLS_LIMIT_BYTES = 150 * 1024
 
 
@@ -86,7 +96,7 @@ def chat_operations() -> list[tuple[str, str, Operation[Any]]]:
         trigger = function.get_trigger()
         user = function.get_user_function()
         spec = getattr(user, "operation", None)
-        if isinstance(spec, Operation) and user.__module__.startswith("chat."):
+        if isinstance(spec, Operation) and user.__module__ == "chat.tools":
             method = sorted(str(getattr(m, "value", m)).upper() for m in getattr(trigger, "methods", []))[0]
             found.append((method, f"/{getattr(trigger, 'route', '')}", spec))
     assert prefix == "api"
@@ -368,7 +378,9 @@ FUNCTION_TEXTS = {
 }
 
 
-def build_plugin(options: AgentOptions, operations: list[str]) -> dict[str, Any]:
+def build_plugin(
+    options: AgentOptions, operations: list[str], *, mcp_tools: dict[str, Any] | None = None
+) -> dict[str, Any]:
     functions = []
     for operation_id in operations:
         description, properties, data_path, card = FUNCTION_TEXTS[operation_id]
@@ -400,14 +412,41 @@ def build_plugin(options: AgentOptions, operations: list[str]) -> dict[str, Any]
         "legal_info_url": options.terms_of_use,
         "functions": functions,
         "runtimes": [
-            {
-                "type": "OpenApi",
-                "auth": {"type": "OAuthPluginVault", "reference_id": options.oauth_reference_id},
-                "spec": {"url": "openapi.json", "progress_style": "ShowUsageWithInputAndOutput"},
-                "run_for_functions": operations,
-            }
+            _openapi_runtime(options, operations) if mcp_tools is None else _mcp_runtime(options, operations, mcp_tools)
         ],
     }
+
+
+def _openapi_runtime(options: AgentOptions, operations: list[str]) -> dict[str, Any]:
+    return {
+        "type": "OpenApi",
+        "auth": {"type": "OAuthPluginVault", "reference_id": options.oauth_reference_id},
+        "spec": {"url": "openapi.json", "progress_style": "ShowUsageWithInputAndOutput"},
+        "run_for_functions": operations,
+    }
+
+
+def _mcp_runtime(options: AgentOptions, operations: list[str], tools: dict[str, Any]) -> dict[str, Any]:
+    """The MCP endpoint, with the tools given statically (what its `tools/list` answers): the
+    package says which tools it binds, and a changed tool changes the package. Inline, not as a
+    file: schema v2.4's `mcp_tool_description` is oneOf a file reference or an inline object
+    that any object matches, so a file reference can never validate."""
+    return {
+        "type": "RemoteMCPServer",
+        "auth": {"type": "OAuthPluginVault", "reference_id": options.oauth_reference_id},
+        "spec": {
+            "url": f"https://{options.host}{options.base_path.rstrip('/')}/mcp",
+            "mcp_tool_description": tools,
+        },
+        "run_for_functions": operations,
+    }
+
+
+def build_mcp_tools() -> dict[str, Any]:
+    """The tools as the MCP endpoint's `tools/list` answers them."""
+    from chat.mcp import tool_definitions  # the chat tools' operations, only when the MCP package is generated
+
+    return {"tools": [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tool_definitions()]}
 
 
 def build_agent(options: AgentOptions) -> dict[str, Any]:
@@ -481,6 +520,20 @@ def _json(data: Any) -> bytes:
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
 
 
+def render_mcp_package(options: AgentOptions) -> dict[str, bytes]:
+    """The second package: the agent's tools through the MCP endpoint (`agent-mcp/`)."""
+    tools = build_mcp_tools()
+    operations = [tool["name"] for tool in tools["tools"]]
+    named = dataclasses.replace(options, short_name=f"{options.short_name} MCP", name=f"{options.name} (MCP)")
+    return {
+        "ai-plugin.json": _json(build_plugin(named, operations, mcp_tools=tools)),
+        "declarativeAgent.json": _json(build_agent(named)),
+        "manifest.json": _json(build_manifest(named)),
+        "color.png": render_icon(options.brand_color, size=192, logo=128),
+        "outline.png": render_outline(),
+    }
+
+
 def render_package(options: AgentOptions) -> dict[str, bytes]:
     openapi = build_openapi(options)
     operations = [op["operationId"] for path in openapi["paths"].values() for op in path.values()]
@@ -504,6 +557,7 @@ PLACEHOLDERS: tuple[tuple[str, str, str], ...] = (
         "the OAuth client registration id from the Teams developer portal (docs/sales-chat.md)",
     ),
     (SAMPLE.app_id, "--app-id", "a Teams app id of your own (a new GUID, kept across versions)"),
+    (MCP_SAMPLE_APP_ID, "--app-id", "a Teams app id of your own for the MCP package (another GUID)"),
 )
 """The sample's values that `agent/` is generated with (what `--check` compares), each with the
 option that replaces it: a package that still holds one fails when uploaded to Teams."""
@@ -517,7 +571,7 @@ def placeholders_in(files: dict[str, bytes]) -> list[tuple[str, str, str]]:
 
 def tools_size(files: dict[str, bytes]) -> int:
     """Bytes of what Sales copies (the tools' files), uncompressed."""
-    return sum(len(files[name]) for name in TOOL_FILES)
+    return sum(len(files[name]) for name in (*TOOL_FILES, *MCP_TOOL_FILES) if name in files)
 
 
 def write_package(files: dict[str, bytes], out: Path) -> None:

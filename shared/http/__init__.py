@@ -17,6 +17,8 @@ from shared.http._pipeline import (
     operation,
     reset_throttle,
     reset_validator,
+    unavailable,
+    validate_inputs,
 )
 
 __all__ = [
@@ -33,4 +35,6 @@ __all__ = [
     "record_page",
     "reset_throttle",
     "reset_validator",
+    "unavailable",
+    "validate_inputs",
 ]

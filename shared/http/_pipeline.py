@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
@@ -54,6 +55,8 @@ __all__ = [
     "operation",
     "reset_throttle",
     "reset_validator",
+    "unavailable",
+    "validate_inputs",
 ]
 
 JSON_MIMETYPE = "application/json"
@@ -63,17 +66,27 @@ REQUEST_ID_HEADER = "x-ms-client-request-id"
 @dataclass
 class RequestContext:
     request_id: str
-    principal: Principal
+    principal: Principal | None
+    """None only for a `public` operation (no token asked)."""
     settings: Settings
     log: RequestLogger
     languages: list[str]
     headers: dict[str, str]
     started: float
     content_languages: list[str] = field(default_factory=list)
+    url: str = ""
+    """The request's URL, as the host gives it."""
 
     @property
     def tenant(self) -> str:
-        return self.principal.tenant_id
+        return self.caller.tenant_id
+
+    @property
+    def caller(self) -> Principal:
+        """The verified caller (every operation but a `public` one has one)."""
+        if self.principal is None:
+            raise RuntimeError("a public operation has no caller")
+        return self.principal
 
     @property
     def store(self) -> InsightsStore:
@@ -112,11 +125,19 @@ class Operation[InputT: BaseModel]:
     visibility: str = "important"
     response: ModelRef | None = None
     role: str = "reader"
-    """`reader`: Copilot for Sales for a seller; `writer`: a partner backend (ingestion)."""
+    """`reader`: Copilot for Sales for a seller; `writer`: a partner backend (ingestion); `public`:
+    no token asked (what a client must read before it has one, such as the MCP endpoint's
+    protected-resource metadata)."""
     in_connector: bool = True
     """Whether the operation belongs to the connector definition Copilot for Sales sees."""
     budget_seconds: float | None = None
     """The answer budget; None is REQUEST_BUDGET_SECONDS (Copilot's 5-second rule)."""
+    raw: bool = False
+    """The handler is given the `func.HttpRequest` itself and answers a `func.HttpResponse` (a
+    protocol of its own over HTTP, such as MCP); token, throttle, budget and logs as for any other."""
+    resource_metadata: str | None = None
+    """Where the RFC 9728 protected-resource metadata is, relative to the operation's URL; a 401's
+    challenge names it."""
 
     @cached_property
     def item_model(self) -> type[BaseModel] | None:
@@ -136,7 +157,7 @@ class Operation[InputT: BaseModel]:
         return _resolve(self.response)
 
 
-Handler = Callable[[RequestContext, Any], Awaitable[BaseModel]]
+Handler = Callable[[RequestContext, Any], Awaitable[BaseModel | func.HttpResponse]]
 
 
 def _new_validator(settings: Settings) -> TokenValidator:
@@ -175,6 +196,8 @@ def operation(
     role: str = "reader",
     in_connector: bool = True,
     budget_seconds: float | None = None,
+    raw: bool = False,
+    resource_metadata: str | None = None,
 ) -> Callable[[Handler], Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]]:
     spec: Operation[Any] = Operation(
         operation_id=operation_id,
@@ -188,6 +211,8 @@ def operation(
         role=role,
         in_connector=in_connector,
         budget_seconds=budget_seconds,
+        raw=raw,
+        resource_metadata=resource_metadata,
     )
 
     def decorate(handler: Handler) -> Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]:
@@ -202,6 +227,7 @@ def operation(
         trigger.__doc__ = handler.__doc__
         trigger.__module__ = handler.__module__
         trigger.operation = spec  # type: ignore[attr-defined]
+        trigger.handler = handler  # type: ignore[attr-defined]  # the MCP tools answer through it
         return trigger
 
     return decorate
@@ -250,10 +276,12 @@ async def _run_scoped(
         except ApiException as exc:
             response = _error_response(exc, request_id)
         except StorageError as exc:
-            response = _error_response(_unavailable(exc), request_id)
+            response = _error_response(unavailable(exc), request_id)
         except Exception:
             logger.exception("unhandled error in %s", spec.operation_id)
             response = _error_response(InternalServerError(), request_id)
+        if response.status_code == 401 and spec.resource_metadata:
+            _name_resource_metadata(response, req, spec.resource_metadata)
         if span is not None:
             span.set_attribute("http.response.status_code", response.status_code)
             span.set_attribute("c4s.tenant", outcome.tenant)
@@ -287,13 +315,15 @@ async def _handle(
     try:
         if spec.role != "writer":  # under a flood, refused before the token costs anything
             get_store(settings).gate.check("reader")
-        principal = await get_validator(settings).validate(req.headers.get("Authorization"), role=spec.role)
-        outcome.tenant, outcome.version = principal.tenant_id, principal.version
-        wait = get_throttle(settings).retry_after(f"{spec.role}:{principal.tenant_id}")
-        if wait is not None:
-            raise RequestThrottled(
-                wait, log_detail=f"tenant {principal.tenant_id} is over THROTTLE_REQUESTS_PER_MINUTE"
-            )
+        principal: Principal | None = None
+        if spec.role != "public":
+            principal = await get_validator(settings).validate(req.headers.get("Authorization"), role=spec.role)
+            outcome.tenant, outcome.version = principal.tenant_id, principal.version
+            wait = get_throttle(settings).retry_after(f"{spec.role}:{principal.tenant_id}")
+            if wait is not None:
+                raise RequestThrottled(
+                    wait, log_detail=f"tenant {principal.tenant_id} is over THROTTLE_REQUESTS_PER_MINUTE"
+                )
         ctx = RequestContext(
             request_id=request_id,
             principal=principal,
@@ -302,6 +332,7 @@ async def _handle(
             languages=parse_accept_language(req.headers.get("Accept-Language")),
             headers={k.lower(): v for k, v in req.headers.items()},
             started=started,
+            url=req.url,
         )
         inputs = _parse_inputs(spec, req, settings)
         kind: Kind = "writer" if spec.role == "writer" else "reader"
@@ -311,6 +342,9 @@ async def _handle(
                     result = await handler(ctx, inputs)
             else:  # a writer's calls are admitted one by one (`shared.storage._gate`)
                 result = await handler(ctx, inputs)
+        if isinstance(result, func.HttpResponse):  # a raw operation's own answer
+            result.headers[REQUEST_ID_HEADER] = request_id
+            return result
         if isinstance(result, Page):
             outcome.items = len(result.value)
         headers = {REQUEST_ID_HEADER: request_id}
@@ -326,13 +360,13 @@ async def _handle(
     except ApiException as exc:
         return _error_response(exc, request_id)
     except StorageError as exc:
-        return _error_response(_unavailable(exc), request_id)
+        return _error_response(unavailable(exc), request_id)
     except Exception:
         logger.exception("unhandled error in %s", spec.operation_id)
         return _error_response(InternalServerError(), request_id)
 
 
-def _unavailable(exc: StorageError) -> ServiceUnavailable:
+def unavailable(exc: StorageError) -> ServiceUnavailable:
     """Every storage failure a request meets is the store's, not the caller's: a 503, the one
     place storage errors become HTTP."""
     if isinstance(exc, Overloaded):
@@ -368,6 +402,10 @@ def reset_throttle() -> None:
 
 
 def _parse_inputs(spec: Operation[Any], req: func.HttpRequest, settings: Settings) -> Any:
+    if spec.raw:
+        if len(req.get_body() or b"") > settings.max_request_bytes:
+            raise RequestTooLarge(f"The request body is larger than {settings.max_request_bytes} bytes.")
+        return req
     if spec.body_model is not None:
         raw = req.get_body() or b""
         if len(raw) > settings.max_request_bytes:
@@ -378,13 +416,14 @@ def _parse_inputs(spec: Operation[Any], req: func.HttpRequest, settings: Setting
             raise InvalidRequest("body", "is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidRequest("body", "must be a JSON object")
-        return _validate(spec.body_model, data)
+        return validate_inputs(spec.body_model, data)
     if spec.query_model is not None:
-        return _validate(spec.query_model, dict(req.params))
+        return validate_inputs(spec.query_model, dict(req.params))
     return None
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+def validate_inputs(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    """The inputs as the model reads them, or the `InvalidRequest` naming the first bad one."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -396,6 +435,15 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
         if not err["loc"] and ": " in problem:  # a model-level rule names its own parameter
             name, problem = problem.split(": ", 1)
         raise InvalidRequest(name, problem[0].lower() + problem[1:] if problem else "is not valid") from None
+
+
+def _name_resource_metadata(response: func.HttpResponse, req: func.HttpRequest, route: str) -> None:
+    """MCP's authorization spec: a 401 names where the resource's RFC 9728 metadata is, so a
+    client can find the authorization server and the scope to ask for."""
+    where = urljoin(req.url.split("?", 1)[0], route)
+    challenge = response.headers.get("WWW-Authenticate") or "Bearer"
+    sep = ", " if challenge != "Bearer" else " "
+    response.headers["WWW-Authenticate"] = f'{challenge}{sep}resource_metadata="{where}"'
 
 
 def _error_response(exc: ApiException, request_id: str) -> func.HttpResponse:
