@@ -737,41 +737,52 @@ def check_generated(files: dict[str, bytes], out: Path, command: str) -> int:
 
 def cmd_agent_package(args: argparse.Namespace) -> int:
     from tools.agent import (
+        MCP_SAMPLE_APP_ID,
+        SAMPLE,
         TOOLS_LIMIT_BYTES,
         AgentOptions,
         openapi_problems,
         placeholders_in,
+        render_mcp_package,
         render_package,
         tools_size,
         write_package,
         zip_package,
     )
 
-    options = AgentOptions(
-        host=args.host,
-        app_id=args.app_id,
-        app_id_uri=args.app_id_uri,
-        oauth_reference_id=args.oauth_reference_id,
-        version=args.version,
-    )
-    files = render_package(options)
-    problems = openapi_problems(json.loads(files["openapi.json"]))
-    if problems:
-        print(f"the generated openapi.json misdescribes the tools: {'; '.join(problems)}", file=sys.stderr)
-        return 1
+    def options(mcp: bool) -> AgentOptions:
+        app_id = args.app_id or (MCP_SAMPLE_APP_ID if mcp else SAMPLE.app_id)
+        return AgentOptions(
+            host=args.host,
+            app_id=app_id,
+            app_id_uri=args.app_id_uri,
+            oauth_reference_id=args.oauth_reference_id,
+            version=args.version,
+        )
+
+    if args.check:  # both packages, each against its folder
+        packages = (
+            (render_package(options(False)), Path(args.out or ROOT / "agent"), "agent-package"),
+            (render_mcp_package(options(True)), Path(args.mcp_out), "agent-package --mcp"),
+        )
+        return max(check_generated(files, out, command) for files, out, command in packages)
+    files = render_mcp_package(options(True)) if args.mcp else render_package(options(False))
+    if "openapi.json" in files:
+        problems = openapi_problems(json.loads(files["openapi.json"]))
+        if problems:
+            print(f"the generated openapi.json misdescribes the tools: {'; '.join(problems)}", file=sys.stderr)
+            return 1
     size = tools_size(files)
     print(f"tools (what Sales copies): {size:,} bytes uncompressed, limit {TOOLS_LIMIT_BYTES:,}")
     if size >= TOOLS_LIMIT_BYTES:
         print("the tools are over Sales' 150 KB limit", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    if args.check:
-        return check_generated(files, out, "agent-package")
+    out = Path(args.mcp_out if args.mcp else (args.out or ROOT / "agent"))
     write_package(files, out)
     print(f"wrote {', '.join(files)} to {out}")
     if args.no_zip:
         return 0
-    archive = Path(args.zip)
+    archive = Path(args.zip or ROOT / "dist" / f"sales-insights-agent{'-mcp' if args.mcp else ''}.zip")
     left = placeholders_in(files)
     if left:
         print(
@@ -826,7 +837,8 @@ SAMPLE_EMAIL = {
 
 
 def curl_examples(base_url: str) -> list[str]:
-    """One working curl per operation against the sample data (printed by `run`, shown in README)."""
+    """One working curl per operation against the sample data (printed by `run`, shown in README),
+    the MCP endpoint's tool call last."""
     auth = '-H "Authorization: Bearer $TOKEN" -H "x-ms-user-agent: sales-copilot"'
     record = (
         f"recordType=opportunity&recordId={SAMPLE_RECORD}&crmType=Dynamics%20365&crmOrgUrl=contoso.crm.dynamics.com"
@@ -847,7 +859,18 @@ def curl_examples(base_url: str) -> list[str]:
         f"curl -s {post} -d '{json.dumps(SAMPLE_EMAIL)}' {base_url}/api/enhanceskills/email-insights-v2",
         f"curl -s {post} -d '{json.dumps(draft)}' {base_url}/api/enhanceskills/content-suggestions",
         f"curl -s {auth} {base_url}/api/diagnostics/testconnection",
+        f"curl -s {post} -H \"Accept: application/json, text/event-stream\" -d '{json.dumps(MCP_CALL)}' "
+        f"{base_url}/api/mcp",
     ]
+
+
+MCP_CALL = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "findRecords", "arguments": {"name": "fabrikam renewal"}},
+}
+"""The MCP endpoint's example: a tool call (stateless, so no `initialize` is needed first)."""
 
 
 LOCAL_SETTINGS = "the environment, else local.settings.json, else local.settings.sample.json"
@@ -946,12 +969,16 @@ def parser() -> argparse.ArgumentParser:
         help="generate agent/ (the Sales chat tools' declarative agent) and its app package zip",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--out", default=str(ROOT / "agent"))
-    s.add_argument("--zip", default=str(ROOT / "dist" / "sales-insights-agent.zip"))
-    s.add_argument("--check", action="store_true", help="exit 1 when the folder differs from a fresh generation")
+    s.add_argument("--mcp", action="store_true", help="the second package, whose plugin calls the MCP endpoint")
+    s.add_argument("--out", default=None, help="the package's folder (default agent/)")
+    s.add_argument("--mcp-out", default=str(ROOT / "agent-mcp"), help="the MCP package's folder")
+    s.add_argument(
+        "--zip", default=None, help="the zip (default dist/sales-insights-agent.zip, or ...-mcp.zip with --mcp)"
+    )
+    s.add_argument("--check", action="store_true", help="exit 1 when either package differs from a fresh generation")
     s.add_argument("--no-zip", action="store_true", help="write the folder only (the zip needs your own values)")
     s.add_argument("--host", default="your-function-app.azurewebsites.net")
-    s.add_argument("--app-id", default="5e0c8a3d-2f41-4b7a-9c6e-1d8f3a5b7c90", help="the Teams app id (a GUID)")
+    s.add_argument("--app-id", default=None, help="the Teams app id (a GUID of your own; one per package)")
     s.add_argument("--app-id-uri", default="api://00000000-0000-0000-0000-000000000000")
     s.add_argument("--oauth-reference-id", default="[[OAUTH_REFERENCE_ID]]", help="from the Teams developer portal")
     s.add_argument("--version", default="1.0.0")

@@ -794,6 +794,7 @@ def check_packaging(root: Path = ROOT) -> list[str]:
         "docs/x.md",
         "connector/apiDefinition.swagger.json",
         "agent/ai-plugin.json",
+        "agent-mcp/ai-plugin.json",
         "dist/sales-insights-agent.zip",
     ):
         if not spec.match_file(kept_out):

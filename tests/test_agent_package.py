@@ -24,6 +24,7 @@ from tools.agent import TOOL_FILES, TOOLS_LIMIT_BYTES, AgentOptions, render_pack
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "agent"
+AGENT_MCP = ROOT / "agent-mcp"
 SCHEMAS = ROOT / "node_modules" / "@microsoft" / "app-manifest" / "build" / "json-schemas"
 PINNED = {
     "manifest.json": SCHEMAS / "teams" / "v1.24" / "MicrosoftTeams.schema.json",
@@ -75,10 +76,24 @@ def test_check_catches_a_changed_description(tmp_path: Path) -> None:
     assert "out of date (ai-plugin.json)" in result.stderr
 
 
+def test_check_catches_a_changed_mcp_tool(tmp_path: Path) -> None:
+    copy = tmp_path / "agent-mcp"
+    shutil.copytree(AGENT_MCP, copy)
+    plugin = json.loads((copy / "ai-plugin.json").read_text())
+    tools = plugin["runtimes"][0]["spec"]["mcp_tool_description"]["tools"]
+    tools[1]["inputSchema"]["properties"]["recordId"]["description"] = "The id."
+    (copy / "ai-plugin.json").write_text(json.dumps(plugin, indent=2) + "\n")
+    result = agent_package("--check", "--mcp-out", str(copy))
+    assert result.returncode == 1
+    assert "agent-mcp is out of date (ai-plugin.json)" in result.stderr
+    assert f"{AGENT} matches the code" in result.stdout  # the first package is checked too
+
+
+@pytest.mark.parametrize("folder", [AGENT, AGENT_MCP], ids=["openapi", "mcp"])
 @pytest.mark.parametrize("name", sorted(PINNED))
-def test_each_manifest_is_valid_against_its_pinned_schema(name: str) -> None:
+def test_each_manifest_is_valid_against_its_pinned_schema(folder: Path, name: str) -> None:
     schema = json.loads(PINNED[name].read_text(encoding="utf-8"))
-    document = committed(name)
+    document = json.loads((folder / name).read_text(encoding="utf-8"))
     assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
     errors = sorted(EcmaDraft4(schema).iter_errors(document), key=str)
     assert errors == []
@@ -105,6 +120,54 @@ def test_the_openapi_description_is_valid_and_binds_every_function() -> None:
     assert committed("manifest.json")["copilotAgents"]["declarativeAgents"][0]["file"] == "declarativeAgent.json"
     for name in ("color.png", "outline.png"):
         assert (AGENT / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_mcp_package_binds_every_function_to_the_endpoints_own_tools(service: Service) -> None:
+    """The MCP package's plugin calls the endpoint, and its static tool list is what the
+    endpoint's `tools/list` answers (asked through the dev host with the official client)."""
+    from mcp import ClientSession
+
+    from tests.test_mcp import over_mcp
+
+    plugin = json.loads((AGENT_MCP / "ai-plugin.json").read_text())
+    (runtime,) = plugin["runtimes"]
+    assert runtime["type"] == "RemoteMCPServer" and runtime["auth"]["type"] == "OAuthPluginVault"
+    assert runtime["spec"]["url"] == "https://your-function-app.azurewebsites.net/api/mcp"
+    tools = runtime["spec"]["mcp_tool_description"]
+    functions = [f["name"] for f in plugin["functions"]]
+    assert functions == runtime["run_for_functions"] == [t["name"] for t in tools["tools"]]
+    # the same functions, texts and cards as the OpenAPI package's plugin
+    by_name = {f["name"]: f for f in committed("ai-plugin.json")["functions"]}
+    assert plugin["functions"] == [by_name[name] for name in functions]
+    manifest = json.loads((AGENT_MCP / "manifest.json").read_text())
+    assert manifest["id"] != committed("manifest.json")["id"]  # a package of its own
+
+    async def listed(session: ClientSession) -> Any:
+        return await session.list_tools()
+
+    served = over_mcp(service, listed)
+    assert [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in served.tools] == tools["tools"]
+
+
+def test_the_mcp_zip_is_refused_with_sample_values_and_written_with_the_partners(tmp_path: Path) -> None:
+    archive = tmp_path / "dist" / "agent-mcp.zip"
+    out = ("--mcp", "--mcp-out", str(tmp_path / "agent-mcp"), "--zip", str(archive))
+    refused = agent_package(*out, "--oauth-reference-id", "OAuth-1")
+    assert refused.returncode == 2 and not archive.exists()
+    assert "9b1f4c7e-3a52-4d8e-a6b0-2c5e8f1d4a73: pass --app-id" in refused.stderr
+    result = agent_package(
+        *out,
+        *("--host", "func-contoso.azurewebsites.net", "--app-id-uri", "api://3b6f1d2e-8a4c-4e0b-9f7d-2c5a1e8b4d60"),
+        *("--oauth-reference-id", "T0F1dGhSZWdpc3RyYXRpb24", "--app-id", "0c9e2d4f-6a8b-4c1d-9e3f-5a7b9c1d3e5f"),
+    )
+    assert result.returncode == 0, result.stderr
+    zipped = zipfile.ZipFile(archive)
+    assert sorted(zipped.namelist()) == sorted(
+        ["ai-plugin.json", "declarativeAgent.json", "manifest.json", "color.png", "outline.png"]
+    )
+    runtime = json.loads(zipped.read("ai-plugin.json"))["runtimes"][0]
+    assert runtime["spec"]["url"] == "https://func-contoso.azurewebsites.net/api/mcp"
+    assert json.loads(zipped.read("manifest.json"))["id"] == "0c9e2d4f-6a8b-4c1d-9e3f-5a7b9c1d3e5f"
 
 
 def test_the_tools_stay_under_the_sales_limit() -> None:

@@ -28,8 +28,14 @@ def test_every_printed_example_answers_with_sample_data(service: Service) -> Non
     service.set(AUTH_ALLOWED_TENANTS=SAMPLE_TENANT)
     token = service.token(tenant=SAMPLE_TENANT)
     examples = manage.curl_examples(service.url)
-    assert len(examples) == 6  # one per operation
-    for example in examples:
+    assert len(examples) == 7  # one per operation, and a tool call of the MCP endpoint
+    *rest, mcp = examples
+    called = subprocess.run(
+        ["bash", "-c", mcp], env={**os.environ, "TOKEN": token}, capture_output=True, text=True, timeout=30
+    )
+    result = json.loads(called.stdout)["result"]
+    assert not result["isError"] and result["structuredContent"]["records"][0]["name"] == "Fabrikam Surface Hub renewal"
+    for example in rest:
         result = subprocess.run(
             ["bash", "-c", example], env={**os.environ, "TOKEN": token}, capture_output=True, text=True, timeout=30
         )
