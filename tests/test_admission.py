@@ -212,6 +212,31 @@ def test_the_limit_falls_when_latency_rises_and_rises_again_when_it_falls() -> N
     assert (steady, admission.current_limit) == (16, 16) and slowed < 8
 
 
+def test_a_unit_that_read_nothing_is_no_sample_of_storage_time() -> None:
+    """A request that makes no storage call (test connection, an MCP `tools/list`) holds its slot
+    for next to nothing: counted as a sample, it would set the best latency near zero, and every
+    real read after it would look many times slower than the best and cut the limit to one."""
+
+    async def scenario() -> tuple[tuple[int, float | None], tuple[int, float | None], float | None]:
+        admission = Admission(16)
+        for _ in range(50):
+            admission.record("reader", 0.02)
+        steady = (admission.current_limit, admission.service_time("reader"))
+        for _ in range(50):
+            async with admission.unit("reader", counted=True):  # read nothing
+                pass
+        for _ in range(50):
+            admission.record("reader", 0.02)
+        after = (admission.current_limit, admission.service_time("reader"))
+        async with admission.unit("reader", counted=True), admission.call("reader"):
+            await asyncio.sleep(0.1)  # one that read: a sample
+        return steady, after, admission.service_time("reader")
+
+    steady, after, read = run(scenario)
+    assert steady[0] == after[0] == 16 and steady[1] == after[1]
+    assert read is not None and after[1] is not None and read > after[1]
+
+
 def test_readers_keep_their_share_under_a_writers_flood_and_writers_theirs_under_a_readers() -> None:
     """A flood of one class holds every slot and a long queue; work of the other class that arrives
     then takes the next freed slots up to its share, ahead of the flood's queue (first come, first

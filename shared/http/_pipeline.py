@@ -338,7 +338,7 @@ async def _handle(
         kind: Kind = "writer" if spec.role == "writer" else "reader"
         with work_kind(kind):
             if kind == "reader":  # all its storage calls as one unit: admitted whole, or refused at once
-                async with ctx.store.gate.unit(kind):
+                async with ctx.store.gate.unit(kind, counted=True):
                     result = await handler(ctx, inputs)
             else:  # a writer's calls are admitted one by one (`shared.storage._gate`)
                 result = await handler(ctx, inputs)

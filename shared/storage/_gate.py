@@ -25,7 +25,8 @@ scans), a queue longer than the budget makes nearly every request expire in it. 
   one seen now cuts the limit when storage slows (more work in flight only waits there), and the
   limit grows back, by about its square root a unit, while latency stays near its best. (A
   writer's calls range from a point read to a 100-operation transaction: their times do not say
-  how loaded storage is, so only readers' units move the limit.)
+  how loaded storage is, so only readers' units move the limit; and only units that made a storage
+  call: a request that reads nothing would pass for storage answering in no time.)
   `STORAGE_MAX_CONCURRENT_READS` is its ceiling (0: no limit and no admission).
 """
 
@@ -65,6 +66,8 @@ SMOOTHING = 0.2
 """Weight of a new sample in the service-time estimate."""
 
 _kind: ContextVar[Kind | None] = ContextVar("storage_work_kind", default=None)
+_calls: ContextVar[list[int] | None] = ContextVar("storage_unit_calls", default=None)
+"""The storage calls made so far by the unit this code runs in, where the unit counts them."""
 
 
 @contextlib.contextmanager
@@ -132,19 +135,28 @@ class Admission:
     # ---- what callers use ------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def unit(self, kind: Kind = "reader") -> AsyncIterator[None]:
+    async def unit(self, kind: Kind = "reader", *, counted: bool = False) -> AsyncIterator[None]:
         """Hold one slot of `kind` for the block: admitted at once, queued while it can still
-        finish, or refused (`Overloaded`) without waiting for its deadline."""
+        finish, or refused (`Overloaded`) without waiting for its deadline. `counted`: the block's
+        time is a service-time sample only if it made a storage call (`call`); the pipeline's
+        units are counted, so an operation that reads nothing (test connection, an MCP
+        `tools/list`) does not pass for storage answering in no time."""
         if self.ceiling <= 0:
             _only_in_time()
             yield
             return
         await self._acquire(kind)
         started = time.perf_counter()
+        calls = [0] if counted else None
+        token = _calls.set(calls)
         try:
             yield
         finally:
-            self._release(kind, time.perf_counter() - started)
+            _calls.reset(token)
+            if calls is None or calls[0] > 0:
+                self._release(kind, time.perf_counter() - started)
+            else:
+                self._give_back(kind)
 
     def call(self, kind: Kind | None = None) -> contextlib.AbstractAsyncContextManager[None]:
         """One storage call: a writer's is a unit of its own; a reader's is covered by its
@@ -152,6 +164,9 @@ class Admission:
         kind = kind or current_kind()
         if kind == "writer":
             return self.unit("writer")
+        calls = _calls.get()
+        if calls is not None:
+            calls[0] += 1
         return contextlib.nullcontext()
 
     @property
