@@ -8,16 +8,19 @@ import asyncio
 import json
 import logging
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import Service, attached
+from tests.proxies import LoopbackProxy
 from tests.test_chat_tools import (
     DIGEST,
     FABRIKAM_RENEWAL,
@@ -27,10 +30,13 @@ from tests.test_chat_tools import (
     load_sample,
     named,
 )
+from tests.test_resilience import slow_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 MCP = "/api/mcp"
 METADATA = "/api/.well-known/oauth-protected-resource/mcp"
+__all__ = ["slow_storage"]  # the slow-storage fixture, shared with the resilience tests
+
 INSPECTOR = ROOT / "node_modules" / "@modelcontextprotocol" / "inspector-cli" / "build" / "index.js"
 
 type Session = Callable[[ClientSession], Awaitable[Any]]
@@ -208,7 +214,14 @@ def test_the_same_answers_over_mcp_and_over_rest(
     token = service.token(tenant=SAMPLE_TENANT)
     rest = service.get(path, {k: str(v) for k, v in arguments.items()}, token=token, **headers)
     assert rest.status_code == 200, rest.text
-    assert answer(call(service, tool, arguments, token, **headers)) == rest.json()
+    structured = answer(call(service, tool, arguments, token, **headers))
+    assert structured == rest.json()
+    # and it is what the tool's output schema says it is
+    from chat.mcp import tool_definitions
+
+    (listed,) = [t for t in tool_definitions() if t.name == tool]
+    assert listed.outputSchema is not None
+    jsonschema.validate(structured, listed.outputSchema)
 
 
 def test_a_record_with_hundreds_of_documents_answers_the_capped_digest(service: Service) -> None:
@@ -334,6 +347,32 @@ def test_a_body_that_is_not_json_rpc_is_a_client_error_not_a_500(service: Servic
     too_big = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"x":"' + b"x" * 100_000 + b'"}}'
     response = service.client.post(MCP, content=too_big, headers={**auth, "Content-Type": "application/json"})
     assert response.status_code == 413
+
+
+def test_slow_storage_the_budget_holds_over_mcp_too(service: Service, slow_storage: LoopbackProxy) -> None:
+    """A tool call whose reads hang is answered inside the request budget: the pipeline's 503 with
+    Retry-After, as for the REST operations (the MCP request never outlives its budget)."""
+    service.set(REQUEST_BUDGET_SECONDS="1.5", INSIGHTS_TABLE_NAME=service.table_name)
+    started = time.monotonic()
+    response = service.client.post(
+        MCP,
+        json={
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "getRecordInsights", "arguments": {"recordType": "opportunity", "recordId": "opp-1"}},
+        },
+        headers={
+            "Authorization": f"Bearer {service.token()}",
+            "Accept": "application/json, text/event-stream",
+            "x-ms-client-request-id": "mcp-slow-1",
+        },
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503 and "retry-after" in response.headers
+    assert response.json()["errorCode"] == "SERVICE_UNAVAILABLE"
+    assert response.json()["activityId"] == "mcp-slow-1"
+    assert elapsed < 3.0
 
 
 # ---- a second, independent client --------------------------------------------------------------
