@@ -240,9 +240,15 @@ class Writer:
                     twins.add(twin)
             both = twins & homes.keys()
             await self._gather(self._prefetch(pk, wanted[pk]) for pk in both)
-        await self._gather(self._home(pk, group) for pk, group in homes.items())
-        await self._copies([c for c in changes if c.outcome is not None and c.outcome.status in ("written", "kept")])
+        await self._gather(self._home_and_copies(pk, group) for pk, group in homes.items())
         await self._list_tombstones()
+
+    async def _home_and_copies(self, pk: str, changes: list[Change]) -> None:
+        """A home partition's step, then, in the same turn, its committed changes' copies: work
+        the deadline cuts short is whole documents, never homes whose copies wait for a later
+        phase (a re-send would look each such home up again only to find it done)."""
+        await self._home(pk, changes)
+        await self._copies([c for c in changes if c.outcome is not None and c.outcome.status in ("written", "kept")])
 
     async def _fresh_marks(self, changes: Iterable[Change]) -> None:
         """The tenant and contact watermarks, read again when older than half the settle time: a
@@ -391,11 +397,12 @@ class Writer:
                 tasks[change.twin].append((change, True))
             for pk in change.gone:
                 tasks[pk].append((change, False))
-        await self._gather(self._copy_partition(pk, group) for pk, group in tasks.items())
+        # inside its home's turn (`_home_and_copies`): a home's copies go to a partition or two
+        await asyncio.gather(*(self._copy_partition(pk, group) for pk, group in tasks.items()))
         cleaned = [
             c for c in changes if c.gone and c.home_etag and c.outcome and c.outcome.status in ("written", "kept")
         ]
-        await self._gather(self._forget_gone(change) for change in cleaned)
+        await asyncio.gather(*(self._forget_gone(change) for change in cleaned))
 
     async def _copy_partition(self, pk: str, tasks: list[tuple[Change, bool]]) -> None:
         pending = tasks
