@@ -487,6 +487,25 @@ def test_a_partition_that_is_a_home_and_a_copys_is_looked_up_once(
     assert len(data_rows(writer)) == 3
 
 
+def test_a_contact_partition_that_takes_copies_from_several_homes_is_looked_up_once(
+    writer: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buyer on three deals: the three records' email summaries all have their copy in the
+    contact's partition, written once the last of the three homes has committed."""
+    lookups = lookups_of(monkeypatch)
+    batch = [
+        attached("emailSummary", id=f"deal-{n}", record_id=f"opp-{n}", contact="megan@fabrikam.example")
+        for n in range(3)
+    ]
+    for _ in range(2):  # new, then moved to a new dateTime
+        lookups.clear()
+        body = writer.post(UPSERT, {"documents": batch}, token=writer_token(writer)).json()
+        assert body["summary"]["written"] == 3
+        assert len(lookups) == 4 and len(set(lookups)) == 4, lookups  # three homes, one contact
+        batch = [{**d, "dateTime": "2025-04-01T10:00:00Z"} for d in batch]
+    assert len(data_rows(writer)) == 6
+
+
 def test_a_request_cut_by_its_deadline_leaves_whole_documents_for_the_resend(
     writer: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,8 +18,8 @@ document, the same on every side. Its rules (docs/write-rules.md has them as one
    delete's change makes it fail, and it is planned again on what is there now.
 4. **Copies agree.** A document with a record and a contact is also stored in the contact's
    partition, which cannot share the home's transaction. The copy is written from the state the
-   home committed (the same version, the same content), and only over an older state; a partition
-   the copy left gets a tombstone at the new state. The home lists such partitions (`Gone`) until
+   home committed (the same version, the same content), right after that commit in the same
+   turn, and only over an older state; a partition the copy left gets a tombstone at the new state. The home lists such partitions (`Gone`) until
    they are clean, so a writer cut short is completed by the next write or by a re-send.
 5. **Lookups per partition.** A batch reads each partition it touches once (point reads of its
    documents' index entities, or one RowKey range inside the partition), never across partitions.
@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -204,6 +204,9 @@ class Writer:
         self._marks_lock = asyncio.Lock()
         self.grace = timedelta(seconds=store.grace_seconds)
         self._tombstones: list[tuple[Change, str, str, list[str]]] = []
+        self._homes_left: Counter[str] = Counter()
+        """Per copy's partition, the homes of the batch still to commit that have a copy for it."""
+        self._copies_due: dict[str, list[tuple[Change, bool]]] = defaultdict(list)
 
     # ---- the batch ---------------------------------------------------------------------------
 
@@ -240,15 +243,34 @@ class Writer:
                     twins.add(twin)
             both = twins & homes.keys()
             await self._gather(self._prefetch(pk, wanted[pk]) for pk in both)
+        # a copy's partition is written once its last home in this batch has committed (usually
+        # its only one): one lookup and one transaction for all the copies it takes
+        self._homes_left = Counter(twin for group in homes.values() for twin in _twins(group))
+        self._copies_due = defaultdict(list)
         await self._gather(self._home_and_copies(pk, group) for pk, group in homes.items())
         await self._list_tombstones()
 
     async def _home_and_copies(self, pk: str, changes: list[Change]) -> None:
         """A home partition's step, then, in the same turn, its committed changes' copies: work
-        the deadline cuts short is whole documents, never homes whose copies wait for a later
-        phase (a re-send would look each such home up again only to find it done)."""
+        the deadline cuts short is whole documents, not homes whose copies waited for a later
+        phase (a re-send would look each such home up again only to find it done). A partition
+        a copy left is cleaned at once; a copy's own partition once no other home of the batch
+        still has a copy for it."""
         await self._home(pk, changes)
-        await self._copies([c for c in changes if c.outcome is not None and c.outcome.status in ("written", "kept")])
+        committed = [c for c in changes if c.outcome is not None and c.outcome.status in ("written", "kept")]
+        ready: dict[str, list[tuple[Change, bool]]] = defaultdict(list)
+        for change in committed:
+            if change.twin and change.doc is not None and twin_of(change.doc) == change.twin:
+                self._copies_due[change.twin].append((change, True))
+            for left in change.gone:
+                ready[left].append((change, False))
+        for twin in _twins(changes):
+            self._homes_left[twin] -= 1
+            if self._homes_left[twin] == 0 and (due := self._copies_due.pop(twin, [])):
+                ready[twin] += due
+        await asyncio.gather(*(self._copy_partition(p, tasks) for p, tasks in ready.items()))
+        cleaned = [c for c in committed if c.gone and c.home_etag]
+        await asyncio.gather(*(self._forget_gone(change) for change in cleaned))
 
     async def _fresh_marks(self, changes: Iterable[Change]) -> None:
         """The tenant and contact watermarks, read again when older than half the settle time: a
@@ -388,21 +410,6 @@ class Writer:
         return conflicted
 
     # ---- copies --------------------------------------------------------------------------------
-
-    async def _copies(self, changes: list[Change]) -> None:
-        """Write each committed change's copy and tombstone the partitions its copy left."""
-        tasks: dict[str, list[tuple[Change, bool]]] = defaultdict(list)
-        for change in changes:
-            if change.twin and change.doc is not None and twin_of(change.doc) == change.twin:
-                tasks[change.twin].append((change, True))
-            for pk in change.gone:
-                tasks[pk].append((change, False))
-        # inside its home's turn (`_home_and_copies`): a home's copies go to a partition or two
-        await asyncio.gather(*(self._copy_partition(pk, group) for pk, group in tasks.items()))
-        cleaned = [
-            c for c in changes if c.gone and c.home_etag and c.outcome and c.outcome.status in ("written", "kept")
-        ]
-        await asyncio.gather(*(self._forget_gone(change) for change in cleaned))
 
     async def _copy_partition(self, pk: str, tasks: list[tuple[Change, bool]]) -> None:
         pending = tasks
@@ -656,6 +663,11 @@ def _mark_entity(pk: str, mark: IndexState) -> dict[str, Any]:
     if mark.entity is not None:
         return {k: v for k, v in mark.entity.items() if k not in ("Timestamp", "etag")}
     return {"PartitionKey": pk, "RowKey": RECORD_MARK, "Ver": int64(0)}
+
+
+def _twins(changes: Iterable[Change]) -> set[str]:
+    """The partitions these changes' documents are copied to."""
+    return {twin for c in changes if c.doc is not None and (twin := twin_of(c.doc))}
 
 
 def _address_of(pk: str) -> str:
