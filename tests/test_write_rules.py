@@ -150,6 +150,40 @@ def test_a_tenant_delete_holds_against_the_retry_of_an_earlier_write(writer: Ser
     assert highlights(writer) == ["d"]
 
 
+def test_a_purge_that_storage_failed_part_way_says_so_and_the_next_run_completes_it(
+    writer: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that answers is complete: one whose document storage failed raises (the timer logs
+    it, the command exits 2) and keeps that document's entry, so a second run purges it. (It
+    answered 0, which read as "nothing left", and the document stayed until the next schedule.)"""
+    from shared.storage import purge_expired
+    from shared.storage._writer import Writer
+    from shared.storage.errors import Unavailable
+
+    soon = datetime.now(UTC) + timedelta(days=1)
+    expires = soon.isoformat().replace("+00:00", "Z")
+    upsert(
+        writer, doc(id="d", version=5, expiresAt=expires), doc(id="e", record_id="opp-2", version=5, expiresAt=expires)
+    )
+    lookup = Writer._lookup
+    calls = 0
+
+    async def reset_once(self: Any, pk: str, keys: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Unavailable("connection reset by storage")
+        return await lookup(self, pk, keys)
+
+    monkeypatch.setattr(Writer, "_lookup", reset_once)
+    with pytest.raises(Unavailable, match=r"1 expired document\(s\) not purged .*connection reset"):
+        writer.run(purge_expired(writer.store, now=soon + timedelta(seconds=1)))
+    assert len([text for text in ("Insight d", "Insight e") if holding(writer, text)]) == 1  # the other went
+    assert writer.run(purge_expired(writer.store, now=soon + timedelta(seconds=1))) == 1
+    assert holding(writer, "Insight d") == holding(writer, "Insight e") == []
+    assert writer.run(purge_expired(writer.store, now=soon + timedelta(seconds=1))) == 0
+
+
 def test_a_versioned_tenant_and_contact_delete_refuse_every_write_at_or_below_them(writer: Service) -> None:
     token = writer_token(writer)
     upsert(writer, mail("m1", "Call notes of the week", version=5))

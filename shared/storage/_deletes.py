@@ -15,6 +15,7 @@ from shared.storage._expiry import drop_entries, due_pages
 from shared.storage._marks import RECORD_MARK, raise_mark
 from shared.storage._table import prefix_range
 from shared.storage._writer import Change, Outcome, Writer, WriteReport, refresh_names
+from shared.storage.errors import Unavailable
 from shared.storage.keys import INDEX, LEGACY, DocKey, RecordRef, enc, partition_key
 
 if TYPE_CHECKING:
@@ -120,9 +121,15 @@ async def delete_record(store: InsightsStore, tenant: str, ref: RecordRef, versi
 async def purge_expired(store: InsightsStore, now: datetime | None = None) -> int:
     """Delete the documents the expiry index lists for days up to `now` whose own stored expiry
     has passed (an entry is a hint, checked against the stored document); each leaves a tombstone
-    at its version. Returns how many went. An entry goes once its document is dealt with."""
+    at its version. Returns how many went. An entry goes once its document is dealt with.
+
+    A document whose purge failed (storage failed, or its name index could not be refreshed)
+    keeps its entry, and once every listed day has been gone through the run raises `Unavailable`
+    saying how many: a run that answers is complete, and running it again completes one that
+    raised."""
     now = now or datetime.now(UTC)
     deleted = 0
+    failed: list[str] = []
     async for page in due_pages(store.table, now):
         work = {
             DocKey(e["Home"], e["Id"]): Change(DocKey(e["Home"], e["Id"]), None, None, expired_by=now) for e in page
@@ -132,5 +139,15 @@ async def purge_expired(store: InsightsStore, now: datetime | None = None) -> in
         await refresh_names(store, [c for c in changes if c.outcome is not None and c.outcome.status == "written"], 16)
         deleted += sum(c.outcome is not None and c.outcome.status == "written" and c.outcome.existed for c in changes)
         done = [e for e in page if (o := work[DocKey(e["Home"], e["Id"])].outcome) is not None and o.status != "failed"]
+        failed += [(c.outcome.error if c.outcome else None) or "not attempted" for c in changes if _failed(c)]
         await drop_entries(store.table, done)
+    if failed:
+        raise Unavailable(
+            f"{len(failed)} expired document(s) not purged (first: {failed[0]}); {deleted} purged. "
+            "The next run completes them."
+        )
     return deleted
+
+
+def _failed(change: Change) -> bool:
+    return change.outcome is None or change.outcome.status == "failed"

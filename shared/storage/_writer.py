@@ -257,6 +257,10 @@ class Writer:
         a copy left is cleaned at once; a copy's own partition once no other home of the batch
         still has a copy for it."""
         await self._home(pk, changes)
+        await self._copies(changes)
+
+    async def _copies(self, changes: list[Change]) -> None:
+        """The copies of a home's changes that committed, and the partitions their copies left."""
         committed = [c for c in changes if c.outcome is not None and c.outcome.status in ("written", "kept")]
         ready: dict[str, list[tuple[Change, bool]]] = defaultdict(list)
         for change in committed:
