@@ -1101,6 +1101,13 @@ def main(argv: list[str]) -> int:
             raise
         print(f"manage.py {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # the insights store failing (unreachable, refusing) is no bug of ours: one line too
+        errors = sys.modules.get("shared.storage.errors")
+        if args.debug or errors is None or not isinstance(exc, errors.StorageError):
+            raise
+        print(f"manage.py {args.command}: the insights store failed: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from devhost.azurite import free_port
 from tests.conftest import TENANT_A, TENANT_B, Service, attached, doc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +229,30 @@ def test_stats_counts_documents_per_tenant_and_point(service: Service) -> None:
         and a_row["total"] == "4"
     )
     assert out[-1].split()[-1] == "5"
+
+
+@pytest.mark.parametrize("command", [("stats",), ("purge-expired",), ("export", "--tenant", TENANT_A)])
+def test_a_store_that_cannot_be_reached_is_one_line_and_exit_2(command: tuple[str, ...]) -> None:
+    closed = free_port()  # nothing listens there
+    account = "devstoreaccount1"
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    unreachable = (
+        f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+        f"TableEndpoint=http://127.0.0.1:{closed}/{account};"
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *command],
+        cwd=ROOT,
+        env={**os.environ, "INSIGHTS_STORAGE_CONNECTION_STRING": unreachable, "STORAGE_RETRIES": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"manage.py {command[0]}: "), result.stderr
+    assert f"127.0.0.1:{closed}" in lines[0]
 
 
 def test_every_command_has_help() -> None:
