@@ -184,6 +184,39 @@ def test_a_purge_that_storage_failed_part_way_says_so_and_the_next_run_completes
     assert writer.run(purge_expired(writer.store, now=soon + timedelta(seconds=1))) == 0
 
 
+def test_a_purge_whose_name_refresh_failed_completes_it_when_run_again(
+    writer: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's last document is purged but its name entry could not be refreshed: the next
+    run finds the document already purged and still refreshes the entry (it refreshed only what it
+    purged itself, so the record kept the name of a document no longer there). Found by the write
+    model's long run."""
+    import shared.storage._names
+    from shared.storage import names_partition, purge_expired
+    from shared.storage.errors import Unavailable
+
+    soon = datetime.now(UTC) + timedelta(days=1)
+    upsert(writer, doc(id="d", recordName="Fabrikam expansion", expiresAt=soon.isoformat().replace("+00:00", "Z")))
+    assert holding(writer, "Fabrikam expansion")  # its row and the record's name entry
+    refresh = shared.storage._names.refresh
+    calls = 0
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Unavailable("connection reset by storage")
+        return await refresh(*args, **kwargs)
+
+    monkeypatch.setattr(shared.storage._names, "refresh", fails_once)
+    with pytest.raises(Unavailable, match="name index not updated"):
+        writer.run(purge_expired(writer.store, now=soon + timedelta(seconds=1)))
+    left = holding(writer, "Fabrikam expansion")
+    assert left and {pk for pk, _ in left} == {names_partition(TENANT_A)}, left  # only the name entry
+    assert writer.run(purge_expired(writer.store, now=soon + timedelta(seconds=1))) == 0  # purged before
+    assert holding(writer, "Fabrikam expansion") == []
+
+
 def test_a_versioned_tenant_and_contact_delete_refuse_every_write_at_or_below_them(writer: Service) -> None:
     token = writer_token(writer)
     upsert(writer, mail("m1", "Call notes of the week", version=5))

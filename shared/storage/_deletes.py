@@ -136,7 +136,9 @@ async def purge_expired(store: InsightsStore, now: datetime | None = None) -> in
         }
         changes = list(work.values())
         await Writer(store).apply(changes)
-        await refresh_names(store, [c for c in changes if c.outcome is not None and c.outcome.status == "written"], 16)
+        # a document purged now, or by an earlier run whose name refresh failed (its re-send finds
+        # the tombstone): the record's name entry follows what is left of its documents
+        await refresh_names(store, [c for c in changes if _purged(c)], 16)
         deleted += sum(c.outcome is not None and c.outcome.status == "written" and c.outcome.existed for c in changes)
         done = [e for e in page if (o := work[DocKey(e["Home"], e["Id"])].outcome) is not None and o.status != "failed"]
         failed += [(c.outcome.error if c.outcome else None) or "not attempted" for c in changes if _failed(c)]
@@ -151,3 +153,8 @@ async def purge_expired(store: InsightsStore, now: datetime | None = None) -> in
 
 def _failed(change: Change) -> bool:
     return change.outcome is None or change.outcome.status == "failed"
+
+
+def _purged(change: Change) -> bool:
+    outcome = change.outcome
+    return outcome is not None and (outcome.status == "written" or (outcome.status == "kept" and change.committed[1]))
