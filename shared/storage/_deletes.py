@@ -140,7 +140,7 @@ async def purge_expired(store: InsightsStore, now: datetime | None = None) -> in
         # the tombstone): the record's name entry follows what is left of its documents
         await refresh_names(store, [c for c in changes if _purged(c)], 16)
         deleted += sum(c.outcome is not None and c.outcome.status == "written" and c.outcome.existed for c in changes)
-        done = [e for e in page if (o := work[DocKey(e["Home"], e["Id"])].outcome) is not None and o.status != "failed"]
+        done = [e for e in page if not _failed(work[DocKey(e["Home"], e["Id"])])]
         failed += [(c.outcome.error if c.outcome else None) or "not attempted" for c in changes if _failed(c)]
         await drop_entries(store.table, done)
     if failed:

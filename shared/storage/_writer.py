@@ -19,8 +19,9 @@ document, the same on every side. Its rules (docs/write-rules.md has them as one
 4. **Copies agree.** A document with a record and a contact is also stored in the contact's
    partition, which cannot share the home's transaction. The copy is written from the state the
    home committed (the same version, the same content), right after that commit in the same
-   turn, and only over an older state; a partition the copy left gets a tombstone at the new state. The home lists such partitions (`Gone`) until
-   they are clean, so a writer cut short is completed by the next write or by a re-send.
+   turn, and only over an older state; a partition the copy left gets a tombstone at the new
+   state. The home lists such partitions (`Gone`) until they are clean, so a writer cut short is
+   completed by the next write or by a re-send.
 5. **Lookups per partition.** A batch reads each partition it touches once (point reads of its
    documents' index entities, or one RowKey range inside the partition), never across partitions.
 6. **Limits.** Transactions are cut by count (100 operations) and by bytes (what the SDK sends).
