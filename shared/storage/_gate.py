@@ -10,11 +10,13 @@ scans), a queue longer than the budget makes nearly every request expire in it. 
   A writer's work (the ingestion API) is admitted call by call: its calls are short and many, and
   a slot a writer borrowed comes back within one call.
 - **Admission.** A unit that finds no free slot is queued only if, from the work ahead of it and
-  the recently measured service time of its class, it can still finish inside its request's
-  remaining budget; otherwise it is refused at once (`Overloaded`: a 503 with Retry-After). The
-  queue then never holds more than storage serves within a budget: every queued unit is one that
-  can finish, and the requests beyond are told at once. A queued unit whose estimate stops holding (storage slowed while it waited) leaves
-  when it could no longer finish, also refused, never run out of time.
+  the pace at which its class's queue was measured to drain (or, with no current measure, its
+  recent service time per slot), it can still finish inside its request's remaining budget;
+  otherwise it is refused at once (`Overloaded`: a 503 with Retry-After). The queue then never
+  holds more than storage serves within a budget: every queued unit is one that can finish, and
+  the requests beyond are told at once. A queued unit whose estimate stops holding (storage
+  slowed while it waited) leaves when it could no longer finish, also refused, never run out of
+  time.
 - **Order.** First come, first served within a class. Each class keeps a reserved share of the
   limit (readers half, writers a quarter, at least one slot each); a share its class is not using
   is lent to the other, and a freed slot goes first to a class below its share with work waiting.
@@ -64,6 +66,8 @@ WINDOW_SECONDS = 60.0
 """How long the best recent service time is remembered (in six buckets)."""
 SMOOTHING = 0.2
 """Weight of a new sample in the service-time estimate."""
+FRESH_SECONDS = 1.0
+"""How long a measured drain rate of a queue stays current once the queue stops draining."""
 
 _kind: ContextVar[Kind | None] = ContextVar("storage_work_kind", default=None)
 _calls: ContextVar[list[int] | None] = ContextVar("storage_unit_calls", default=None)
@@ -92,6 +96,29 @@ class _Service:
     estimate: float | None = None
     buckets: deque[tuple[float, float]] = field(default_factory=deque)  # (bucket start, best)
     last: float = 0.0
+    ends: deque[float] = field(default_factory=deque)
+    """When the last units ended, as long as each ended with units of the class waiting (so
+    storage or the limit, not arrivals, set their pace): how fast a queue of this class drains.
+    A unit that ends with none waiting starts the run again."""
+
+    def ended_unit(self, now: float, waiting: bool, window: int) -> None:
+        if not waiting:
+            self.ends.clear()
+            return
+        self.ends.append(now)
+        while len(self.ends) > window:
+            self.ends.popleft()
+
+    def drain_time(self, now: float, least: int) -> float | None:
+        """The measured time a queue of this class takes to move one place: over a run of at
+        least `least` ends (units end in bunches when their slots were granted together, so a
+        shorter run says little), while the run is current."""
+        if len(self.ends) < least:
+            return None
+        pace = (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)
+        if now - self.ends[-1] > max(FRESH_SECONDS, 4 * pace):
+            return None
+        return pace
 
     def add(self, seconds: float, now: float) -> None:
         self.last = now
@@ -198,9 +225,18 @@ class Admission:
         return self.busy[kind] < self._reserve(kind) or self.in_flight + owed < self.current_limit
 
     def _expected_wait(self, kind: Kind, service: float) -> float:
+        """The time until a unit arriving now gets a slot: the units ahead of it, at the pace the
+        queue was measured to drain at, or else one service time per slot. The measured pace
+        holds when the limit has just moved: a limit cut from 8 to 2 leaves 8 units in flight
+        finishing at the pace storage sets, and service times measured at 8 in flight say four
+        times too long a wait at 2 slots, until the estimate catches up."""
+        ahead = len(self._queues[kind]) + 1
+        drain = self._service[kind].drain_time(time.monotonic(), least=self.ceiling + 1)
+        if drain is not None:
+            return ahead * drain
         other: Kind = "writer" if kind == "reader" else "reader"
-        slots = max(self._reserve(kind), self.current_limit - self.busy[other])
-        return (len(self._queues[kind]) + 1) * service / max(1, slots)
+        slots = max(self._reserve(kind), self.current_limit - self.busy[other], self.busy[kind])
+        return ahead * service / max(1, slots)
 
     def check(self, kind: Kind = "reader") -> None:
         """Refuse now (`Overloaded`) work of `kind` that would be refused at arrival: the pipeline
@@ -270,6 +306,7 @@ class Admission:
 
     def _release(self, kind: Kind, held: float) -> None:
         self.busy[kind] -= 1
+        self._service[kind].ended_unit(time.monotonic(), bool(self._queues[kind]), window=4 * self.ceiling)
         self.record(kind, held)  # dispatches, once the estimate has the sample
 
     def _give_back(self, kind: Kind) -> None:
