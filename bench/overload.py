@@ -11,8 +11,9 @@ soon as they have an answer, for `--seconds`: the raw floor (the service's read,
 the async table client, with no budget: every read is waited for) and the service (the dev host,
 its default budget and admission, the throttle off). Twice: callers that send again at once after
 a 503, and callers that wait its `Retry-After` (at most 1 s). Printed per side: answers per second
-inside the budget (5 s, Copilot's), the share of 503s and their median time; written to
-`bench/results/overload-latest.json`. Every request stays on loopback.
+inside the budget (5 s, Copilot's), the share of 503s and their median time, and Azurite's CPU
+seconds (over the side and per answer: the same per answer on both sides means admission spends
+storage's work only on answers); written to `bench/results/overload-latest.json`. Every request stays on loopback.
 """
 
 from __future__ import annotations
@@ -245,22 +246,38 @@ def main(argv: list[str] | None = None) -> int:
         token = authority.mint(tenant=TENANT, audience=AUDIENCE, client_app=CLIENT_APP, scopes=["user_impersonation"])
         # warm: the instance's clients, keys and service-time estimate
         asyncio.run(run_service(base, token, 4, 3.0, args.records, wait_retry=True))
+        storage_pid = azurite.process.pid if azurite.process else None
+
+        def storage_cpu() -> float:
+            return cpu_seconds(storage_pid) if storage_pid else 0.0
+
         for behaviour, wait_retry in (("resend at once", False), ("wait Retry-After", True)):
+            storage_before = storage_cpu()
             floor = asyncio.run(run_floor(args.callers, args.seconds, args.records))
-            cpu_before = cpu_seconds(host.pid)
+            floor_storage_cpu = storage_cpu() - storage_before
+            cpu_before, storage_before = cpu_seconds(host.pid), storage_cpu()
             ours = asyncio.run(run_service(base, token, args.callers, args.seconds, args.records, wait_retry))
+            ours_storage_cpu = storage_cpu() - storage_before
             figures = {"floor": floor.figures(args.seconds), "ours": ours.figures(args.seconds)}
             figures["ratio"] = round(
                 figures["ours"]["inside_budget_per_s"] / max(0.1, figures["floor"]["inside_budget_per_s"]), 2
             )
             figures["service_cpu_s"] = round(cpu_seconds(host.pid) - cpu_before, 1)
+            # Azurite's CPU on each side, and per answer: whether ours got fewer answers because
+            # its reads cost storage more, or because storage got less of the machine's CPU
+            for side, used in (("floor", floor_storage_cpu), ("ours", ours_storage_cpu)):
+                figures[side]["storage_cpu_s"] = round(used, 1)
+                answers = figures[side]["answers"]
+                figures[side]["storage_cpu_ms_per_answer"] = round(used * 1000 / answers, 1) if answers else None
             results[behaviour] = figures
             print(
                 f"{behaviour}: raw floor {figures['floor']['inside_budget_per_s']}/s inside {BUDGET_SECONDS:.0f} s "
                 f"({figures['floor']['answers']} answers); ours {figures['ours']['inside_budget_per_s']}/s "
                 f"({figures['ours']['answers']} answers, {figures['ours']['refused_503']} 503s = "
                 f"{figures['ours']['share_503']:.0%}, median 503 {figures['ours']['median_503_ms']} ms): "
-                f"ratio {figures['ratio']}",
+                f"ratio {figures['ratio']}; storage CPU {figures['floor']['storage_cpu_s']} s "
+                f"({figures['floor']['storage_cpu_ms_per_answer']} ms an answer) for the floor, "
+                f"{figures['ours']['storage_cpu_s']} s ({figures['ours']['storage_cpu_ms_per_answer']} ms) for ours",
                 flush=True,
             )
     finally:
