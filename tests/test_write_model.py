@@ -110,7 +110,9 @@ class Model:
         erased = self.contact_marks[contact]
         if erased and (version <= erased or (tombstone and key not in held)):
             return  # an erased contact's partition takes nothing at or below its mark
-        if key not in held or held[key][0] < version:
+        if key not in held or held[key][0] < version or (tombstone and held[key] == (version, False)):
+            # a copy that leaves at its own version (its document moved to another contact at
+            # the same version, winning a tie) is a tombstone at that version
             held[key] = (version, tombstone)
 
     def _commit(self, key: Key, new: Doc) -> None:
