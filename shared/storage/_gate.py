@@ -95,19 +95,16 @@ class _Service:
 
     estimate: float | None = None
     buckets: deque[tuple[float, float]] = field(default_factory=deque)  # (bucket start, best)
-    last: float = 0.0
     ends: deque[float] = field(default_factory=deque)
-    """When the last units ended, as long as each ended with units of the class waiting (so
-    storage or the limit, not arrivals, set their pace): how fast a queue of this class drains.
-    A unit that ends with none waiting starts the run again."""
+    """When the last units ended (up to the deque's length), as long as each ended with units of
+    the class waiting (so storage or the limit, not arrivals, set their pace): how fast a queue of
+    this class drains. A unit that ends with none waiting starts the run again."""
 
-    def ended_unit(self, now: float, waiting: bool, window: int) -> None:
-        if not waiting:
+    def ended_unit(self, now: float, waiting: bool) -> None:
+        if waiting:
+            self.ends.append(now)
+        else:
             self.ends.clear()
-            return
-        self.ends.append(now)
-        while len(self.ends) > window:
-            self.ends.popleft()
 
     def drain_time(self, now: float, least: int) -> float | None:
         """The measured time a queue of this class takes to move one place: over a run of at
@@ -121,7 +118,6 @@ class _Service:
         return pace
 
     def add(self, seconds: float, now: float) -> None:
-        self.last = now
         self.estimate = seconds if self.estimate is None else (1 - SMOOTHING) * self.estimate + SMOOTHING * seconds
         span = WINDOW_SECONDS / 6
         if self.buckets and now - self.buckets[-1][0] < span:
@@ -152,7 +148,8 @@ class Admission:
         self.limit = float(ceiling)
         self.busy: dict[Kind, int] = dict.fromkeys(KINDS, 0)
         self._queues: dict[Kind, deque[_Waiter]] = {k: deque() for k in KINDS}
-        self._service: dict[Kind, _Service] = {k: _Service() for k in KINDS}
+        # a queue's pace is measured over its last 4 × ceiling ends
+        self._service: dict[Kind, _Service] = {k: _Service(ends=deque(maxlen=4 * max(1, ceiling))) for k in KINDS}
         self._seq = itertools.count()
         self.refused = 0
         """Units refused at arrival so far."""
@@ -306,7 +303,7 @@ class Admission:
 
     def _release(self, kind: Kind, held: float) -> None:
         self.busy[kind] -= 1
-        self._service[kind].ended_unit(time.monotonic(), bool(self._queues[kind]), window=4 * self.ceiling)
+        self._service[kind].ended_unit(time.monotonic(), bool(self._queues[kind]))
         self.record(kind, held)  # dispatches, once the estimate has the sample
 
     def _give_back(self, kind: Kind) -> None:
