@@ -22,27 +22,43 @@ function: every request goes through the runtime.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import re
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from aiohttp import web
+from multidict import CIMultiDict
+
 from devhost import protos
 from devhost.worker import IndexedFunction, RuntimeWorker
 
-__all__ = ["DevHost", "Route", "function_timeout", "is_loopback_host", "route_prefix", "routes_of", "to_rpc_http"]
+__all__ = [
+    "DevHost",
+    "ExtraRoute",
+    "Reply",
+    "Route",
+    "function_timeout",
+    "is_loopback_host",
+    "route_prefix",
+    "routes_of",
+    "to_rpc_http",
+]
 
 log = logging.getLogger("devhost")
 ROOT = Path(__file__).resolve().parent.parent
 MAX_BODY = 64 * 1024 * 1024
+MAX_HEADER_LINE = 64 * 1024
 ADMIN_PREFIX = "admin/functions/"
 """The host's admin API for running a function that has no HTTP trigger (a timer, say)."""
 DEFAULT_FUNCTION_TIMEOUT = 30 * 60.0
@@ -188,167 +204,61 @@ def _body_bytes(data: protos.TypedData) -> bytes:
     return b""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Server
+class Reply:
+    """What an extra route (the local preview's pages and data) answers: it calls `send_bytes`."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s - %s", self.address_string(), format % args)
-
-    def _dispatch(self) -> None:
-        parts = urlsplit(self.path)
-        path = parts.path.strip("/")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self.send_bytes(413, b"", "text/plain")
-            self.close_connection = True
-            return
-        body = self.rfile.read(length) if length else b""
-        extra = self.server.extra_routes.get(path)
-        if extra is not None:
-            # The preview mints tokens and lists records: a page on another site must not reach
-            # it through DNS rebinding, so only a request addressed to a loopback name gets in.
-            if not is_loopback_host(self.headers.get("Host") or ""):
-                self.send_bytes(403, b"the local preview answers only requests to localhost", "text/plain")
-                return
-            extra(self, parts.query, body)
-            return
-        if path.startswith(ADMIN_PREFIX) and self.command == "POST":
-            self._admin_invoke(unquote(path.removeprefix(ADMIN_PREFIX)), body)
-            return
-        for route in self.server.routes:
-            match = route.pattern.match(path)
-            if match and route.allows(self.command):
-                params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
-                self._invoke(route, body, params)
-                return
-        self.send_bytes(404, b"", None)
-
-    def _admin_invoke(self, name: str, body: bytes) -> None:
-        """`POST /admin/functions/{name}` as the host answers it: a non-HTTP function is run now
-        with `{"input": ...}` as its trigger's input (a timer gets a timer's payload), 202 at once.
-        Loopback only; the host asks for the master key, which the dev host does not have."""
-        if not is_loopback_host(self.headers.get("Host") or ""):
-            self.send_bytes(403, b"", None)
-            return
-        function = next((f for f in self.server.worker.functions if f.name.lower() == name.lower()), None)
-        if function is None or function.trigger.get("type") == "httpTrigger":
-            self.send_bytes(404, b"", None)
-            return
-        try:
-            payload = json.loads(body or b"{}")
-            text = str(payload.get("input", "")) if isinstance(payload, dict) else ""
-        except ValueError:
-            self.send_bytes(400, b"", None)
-            return
-        if function.trigger.get("type") == "timerTrigger":
-            data = protos.TypedData(json=json.dumps({"Schedule": {"AdjustForDST": True}, "IsPastDue": False}))
-        else:
-            data = protos.TypedData(string=text)
-        binding = protos.ParameterBinding(name=function.trigger["name"], data=data)
-        worker, timeout = self.server.worker, self.server.function_timeout
-
-        def run() -> None:
-            try:
-                response = worker.invoke(
-                    function, [binding], trace_parent=invocation_traceparent(None), timeout=timeout
-                )
-            except TimeoutError as exc:
-                log.error("Executed 'Functions.%s' (Failed): %s", function.name, exc)
-                return
-            if response.result.status != protos.StatusResult.Success:
-                log.error("Executed 'Functions.%s' (Failed): %s", function.name, response.result.exception.message)
-
-        threading.Thread(target=run, name=f"admin-{function.name}", daemon=True).start()
-        self.send_bytes(202, b"", None)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
-
-    def _invoke(self, route: Route, body: bytes, params: dict[str, str]) -> None:
-        url = f"http://{self.headers.get('Host') or self.server.authority}{self.path}"
-        request = to_rpc_http(self.command, url, self.headers.items(), body, params)
-        binding = protos.ParameterBinding(name=route.function.trigger["name"], data=protos.TypedData(http=request))
-        traceparent = invocation_traceparent(self.headers.get("traceparent"))
-        log.debug("Executing 'Functions.%s' (traceparent %s)", route.name, traceparent)
-        try:
-            response = self.server.worker.invoke(
-                route.function,
-                [binding],
-                trace_parent=traceparent,
-                trace_state=self.headers.get("tracestate") or "",
-                timeout=self.server.function_timeout,
-            )
-        except TimeoutError as exc:
-            log.error("Executed 'Functions.%s' (Failed): %s", route.name, exc)
-            self.send_bytes(500, b"", None)
-            return
-        if response.result.status != protos.StatusResult.Success:
-            exception = response.result.exception
-            log.error(
-                "Executed 'Functions.%s' (Failed, Id=%s): %s\n%s",
-                route.name,
-                response.invocation_id,
-                exception.message,
-                exception.stack_trace,
-            )
-            self.send_bytes(500, b"", None)
-            return
-        self._write(response.return_value)
-
-    def _write(self, value: protos.TypedData) -> None:
-        if value.WhichOneof("data") != "http":  # a function that returns a plain value
-            self.send_bytes(200, _body_bytes(value), "text/plain; charset=utf-8")
-            return
-        http = value.http
-        headers = {k: v for k, v in http.headers.items() if k.lower() != "content-length"}
-        self.send_bytes(int(http.status_code or 200), _body_bytes(http.body), None, headers)
+    def __init__(self) -> None:
+        self.status, self.body, self.headers = 500, b"", CIMultiDict[str]()
 
     def send_bytes(
         self, status: int, body: bytes, content_type: str | None, headers: dict[str, str] | None = None
     ) -> None:
-        self.send_response(status)
+        self.status, self.body = status, body
         if content_type:
-            self.send_header("Content-Type", content_type)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+            self.headers["Content-Type"] = content_type
+        self.headers.extend(headers or {})
 
 
-ExtraRoute = Callable[[_Handler, str, bytes], None]
+ExtraRoute = Callable[[Reply, str, bytes], None]
+"""A page of the dev host's own (not a function): called on a thread with the query string and
+the body; it answers through `Reply.send_bytes`."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+def _answer(status: int, body: bytes = b"", content_type: str | None = None, headers: Any = None) -> web.Response:
+    """A response as written: the status, these headers, the body (no default content type)."""
+    response = web.Response(status=status, body=body, headers=headers)
+    if content_type:
+        response.headers["Content-Type"] = content_type
+    return response
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        worker: RuntimeWorker,
-        routes: list[Route],
-        function_timeout: float | None,
-        extra_routes: dict[str, ExtraRoute],
-    ) -> None:
-        self.worker = worker
-        self.routes = routes
-        self.function_timeout = function_timeout
-        self.extra_routes = extra_routes
-        super().__init__(address, _Handler)
-        host, port = self.server_address[:2]
-        self.authority = f"{host!s}:{port}"
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.BaseRequest) -> bytes:
+    if (request.content_length or 0) > MAX_BODY:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class DevHost:
     """Serve the function app in `directory` on `host:port` (port 0 picks a free one). Use as a
     context manager or call `start()`/`stop()`; `serve_forever()` blocks.
 
+    The HTTP front is asynchronous and serves on the worker's event loop, where invocations run,
+    as the Functions host's front (Kestrel) is asynchronous: a connection waiting for its answer
+    holds no thread, and a request goes to the runtime library without a hop between threads.
     The runtime library indexes the app once per process (its state is module-global); several
     DevHosts in one process share that one worker."""
+
+    BACKLOG = 128
 
     def __init__(
         self,
@@ -367,29 +277,153 @@ class DevHost:
             log.warning("the dev host is serving on %s: reachable beyond this machine, with no TLS", host)
         self.worker = RuntimeWorker.start(directory)
         self.routes = routes_of(self.worker.functions, route_prefix(directory) if prefix is None else prefix)
-        self._server = _Server((host, port), self.worker, self.routes, function_timeout(directory), extra_routes or {})
-        self._thread: threading.Thread | None = None
+        self.function_timeout = function_timeout(directory)
+        self.extra_routes = extra_routes or {}
+        self._socket = socket.create_server((host, port), backlog=self.BACKLOG)  # bound now: base_url is known
+        bound_host, bound_port = self._socket.getsockname()[:2]
+        self.authority = f"{bound_host!s}:{bound_port}"
+        self._runner: web.ServerRunner | None = None
+        self._pages = ThreadPoolExecutor(max_workers=4, thread_name_prefix="devhost-page")
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopped = threading.Event()
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._server.authority}"
+        return f"http://{self.authority}"
 
     def start(self) -> DevHost:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="devhost", daemon=True)
-        self._thread.start()
+        async def serve() -> web.ServerRunner:
+            server = web.Server(
+                self._handle,
+                access_log=None,
+                auto_decompress=False,  # the host hands the worker the body as it came
+                max_line_size=MAX_HEADER_LINE,
+                max_field_size=MAX_HEADER_LINE,
+                lingering_time=0,  # a body refused unread is not drained: the connection closes
+            )
+            runner = web.ServerRunner(server, handle_signals=False)
+            await runner.setup()
+            await web.SockSite(runner, self._socket, backlog=self.BACKLOG).start()
+            return runner
+
+        if self._runner is None:
+            self._runner = self.worker.run(serve())
         return self
 
     def serve_forever(self) -> None:
-        self._server.serve_forever()
+        self.start()
+        self._stopped.wait()
 
     def stop(self) -> None:
-        if self._thread:  # shutdown() waits for a serve_forever() that never ran otherwise
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
+        if self._runner is not None:
+            self.worker.run(self._runner.cleanup(), timeout=10)
+            self._runner = None
+        self._socket.close()
+        self._pages.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
 
     def __enter__(self) -> DevHost:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        target = request.raw_path  # the request target as sent: path and query
+        parts = urlsplit(target)
+        path = parts.path.strip("/")
+        try:
+            body = await _read_body(request)
+        except _TooLarge:
+            response = _answer(413, b"", "text/plain")
+            response.force_close()
+            return response
+        extra = self.extra_routes.get(path)
+        if extra is not None:
+            # The preview mints tokens and lists records: a page on another site must not reach
+            # it through DNS rebinding, so only a request addressed to a loopback name gets in.
+            if not is_loopback_host(request.headers.get("Host") or ""):
+                return _answer(403, b"the local preview answers only requests to localhost", "text/plain")
+            reply = Reply()
+            await asyncio.get_running_loop().run_in_executor(self._pages, extra, reply, parts.query, body)
+            return _answer(reply.status, reply.body, None, reply.headers)
+        if path.startswith(ADMIN_PREFIX) and request.method == "POST":
+            return self._admin_invoke(request, unquote(path.removeprefix(ADMIN_PREFIX)), body)
+        for route in self.routes:
+            match = route.pattern.match(path)
+            if match and route.allows(request.method):
+                params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                return await self._invoke(request, route, target, body, params)
+        return _answer(404)
+
+    def _admin_invoke(self, request: web.BaseRequest, name: str, body: bytes) -> web.Response:
+        """`POST /admin/functions/{name}` as the host answers it: a non-HTTP function is run now
+        with `{"input": ...}` as its trigger's input (a timer gets a timer's payload), 202 at once.
+        Loopback only; the host asks for the master key, which the dev host does not have."""
+        if not is_loopback_host(request.headers.get("Host") or ""):
+            return _answer(403)
+        function = next((f for f in self.worker.functions if f.name.lower() == name.lower()), None)
+        if function is None or function.trigger.get("type") == "httpTrigger":
+            return _answer(404)
+        try:
+            payload = json.loads(body or b"{}")
+            text = str(payload.get("input", "")) if isinstance(payload, dict) else ""
+        except ValueError:
+            return _answer(400)
+        if function.trigger.get("type") == "timerTrigger":
+            data = protos.TypedData(json=json.dumps({"Schedule": {"AdjustForDST": True}, "IsPastDue": False}))
+        else:
+            data = protos.TypedData(string=text)
+        binding = protos.ParameterBinding(name=function.trigger["name"], data=data)
+
+        async def run() -> None:
+            try:
+                response = await self.worker.invoke(
+                    function, [binding], trace_parent=invocation_traceparent(None), timeout=self.function_timeout
+                )
+            except TimeoutError as exc:
+                log.error("Executed 'Functions.%s' (Failed): %s", function.name, exc)
+                return
+            if response.result.status != protos.StatusResult.Success:
+                log.error("Executed 'Functions.%s' (Failed): %s", function.name, response.result.exception.message)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)  # held until it ends: the loop keeps only a weak reference
+        task.add_done_callback(self._background.discard)
+        return _answer(202)
+
+    async def _invoke(
+        self, request: web.BaseRequest, route: Route, target: str, body: bytes, params: dict[str, str]
+    ) -> web.Response:
+        url = f"http://{request.headers.get('Host') or self.authority}{target}"
+        rpc = to_rpc_http(request.method, url, request.headers.items(), body, params)
+        binding = protos.ParameterBinding(name=route.function.trigger["name"], data=protos.TypedData(http=rpc))
+        traceparent = invocation_traceparent(request.headers.get("traceparent"))
+        log.debug("Executing 'Functions.%s' (traceparent %s)", route.name, traceparent)
+        try:
+            response = await self.worker.invoke(
+                route.function,
+                [binding],
+                trace_parent=traceparent,
+                trace_state=request.headers.get("tracestate") or "",
+                timeout=self.function_timeout,
+            )
+        except TimeoutError as exc:
+            log.error("Executed 'Functions.%s' (Failed): %s", route.name, exc)
+            return _answer(500)
+        if response.result.status != protos.StatusResult.Success:
+            exception = response.result.exception
+            log.error(
+                "Executed 'Functions.%s' (Failed, Id=%s): %s\n%s",
+                route.name,
+                response.invocation_id,
+                exception.message,
+                exception.stack_trace,
+            )
+            return _answer(500)
+        value = response.return_value
+        if value.WhichOneof("data") != "http":  # a function that returns a plain value
+            return _answer(200, _body_bytes(value), "text/plain; charset=utf-8")
+        http = value.http
+        headers = {k: v for k, v in http.headers.items() if k.lower() != "content-length"}
+        return _answer(int(http.status_code or 200), _body_bytes(http.body), None, headers)

@@ -30,7 +30,6 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -248,7 +247,16 @@ class RuntimeWorker:
             functions.append(IndexedFunction(meta.function_id, meta.name, bindings))
         return functions
 
-    def invoke(
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop invocations run on (the dev host's HTTP front serves on it too)."""
+        return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """`coroutine` on the worker's loop, from another thread; its result."""
+        return self._run(coroutine, timeout)
+
+    async def invoke(
         self,
         function: IndexedFunction,
         input_data: list[protos.ParameterBinding],
@@ -257,8 +265,10 @@ class RuntimeWorker:
         trace_state: str = "",
         timeout: float | None = None,
     ) -> protos.InvocationResponse:
-        """One InvocationRequest, as the host sends it; the library's InvocationResponse.
-        Raises TimeoutError when the invocation runs past `timeout` (the host's functionTimeout)."""
+        """One InvocationRequest, as the host sends it; the library's InvocationResponse. Awaited
+        on the worker's loop: the invocation runs as a task of its own, as the proxy runs it.
+        Raises TimeoutError when the invocation runs past `timeout` (the host's functionTimeout);
+        the invocation itself is not cancelled (the host gives up on it, it does not stop it)."""
         invocation_id = str(uuid.uuid4())
         request = protos.InvocationRequest(
             invocation_id=invocation_id,
@@ -266,9 +276,10 @@ class RuntimeWorker:
             input_data=input_data,
             trace_context=protos.RpcTraceContext(trace_parent=trace_parent, trace_state=trace_state),
         )
+        task = self._loop.create_task(self._invoke(invocation_id, function.name, request))
         try:
-            return self._run(self._invoke(invocation_id, function.name, request), timeout)
-        except FutureTimeout:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
             raise TimeoutError(f"{function.name} ran past {timeout} s (invocation {invocation_id})") from None
 
     async def _invoke(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -192,6 +193,27 @@ def test_a_post_body_arrives_unchanged(echo_host: AppHost) -> None:
     response = httpx.post(f"{echo_host.url}/v1/echo/abc", content=body.encode(), headers={"Content-Type": "text/x"})
     assert response.json()["body"] == body
     assert response.json()["route"] == {"id": "abc"}
+
+
+def test_a_chunked_or_encoded_body_is_handed_over_as_it_came(echo_host: AppHost) -> None:
+    chunks = [b'{"part": 1, ', b'"part2": "\xc3\xa9"}']
+    chunked = httpx.post(f"{echo_host.url}/v1/echo/abc", content=iter(chunks))  # Transfer-Encoding: chunked
+    assert chunked.json()["body"] == b"".join(chunks).decode()
+    # the host does not decode a Content-Encoding: what the caller sent is what the function gets
+    encoded = httpx.post(f"{echo_host.url}/v1/echo/abc", content=b"plain", headers={"Content-Encoding": "gzip"})
+    assert encoded.status_code == 200 and encoded.json()["body"] == "plain"
+
+
+def test_a_body_over_the_hosts_limit_is_refused_before_it_is_read(echo_host: AppHost) -> None:
+    from devhost.server import MAX_BODY
+
+    host, port = echo_host.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(f"POST /v1/echo/abc HTTP/1.1\r\nHost: {host}\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(4096):  # the host closes the connection after its answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ")
 
 
 def test_unknown_routes_and_other_methods_are_empty_404s(echo_host: AppHost) -> None:
