@@ -57,6 +57,12 @@ class Message:
 
     FIELDS: ClassVar[dict[str, Any]] = {}
     ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    _SIBLINGS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """A oneof member's name -> the other members of its oneof (computed per class)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._SIBLINGS = {m: tuple(o for o in ms if o != m) for ms in cls.ONEOFS.values() for m in ms}
 
     def __init__(self, **fields: Any) -> None:
         self._values: dict[str, Any] = {}
@@ -84,11 +90,10 @@ class Message:
         spec = self._spec(name)
         if spec is REPEATED or spec is MAP:
             value = spec(value)
-        for members in self.ONEOFS.values():
-            if name in members:
-                for other in members:
-                    self._values.pop(other, None)
-        self._values[name] = value
+        values = self._values
+        for other in self._SIBLINGS.get(name, ()):
+            values.pop(other, None)
+        values[name] = value
 
     @classmethod
     def _spec(cls, name: str) -> Any:
