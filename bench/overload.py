@@ -283,11 +283,20 @@ def main(argv: list[str] | None = None) -> int:
             cpu_before, storage_before = cpu_seconds(host.pid), storage_cpu()
             ours = asyncio.run(run_service(base, token, args.callers, args.seconds, args.records, wait_retry))
             ours_storage_cpu = storage_cpu() - storage_before
-            figures = {"floor": floor.figures(args.seconds), "ours": ours.figures(args.seconds)}
+            figures: dict[str, Any] = {"floor": floor.figures(args.seconds), "ours": ours.figures(args.seconds)}
             figures["ratio"] = round(
                 figures["ours"]["inside_budget_per_s"] / max(0.1, figures["floor"]["inside_budget_per_s"]), 2
             )
             figures["service_cpu_s"] = round(cpu_seconds(host.pid) - cpu_before, 1)
+            # how far past overload the run was: the callers against what storage answers inside
+            # one budget (every answer of the floor's, inside the budget or not); under 1 the
+            # callers' queue fits inside the budget and the run says nothing about overload
+            floor_per_s = figures["floor"]["answers"] / args.seconds
+            figures["overload"] = round(args.callers / max(0.1, floor_per_s * BUDGET_SECONDS), 2)
+            # the stricter measure: ours inside the budget against every answer storage gave
+            figures["ratio_of_every_floor_answer"] = round(
+                figures["ours"]["inside_budget_per_s"] / max(0.1, floor_per_s), 2
+            )
             # Azurite's CPU on each side, and per answer: whether ours got fewer answers because
             # its reads cost storage more, or because storage got less of the machine's CPU
             for side, used in (("floor", floor_storage_cpu), ("ours", ours_storage_cpu)):
@@ -303,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"ratio {figures['ratio']}; storage CPU {figures['floor']['storage_cpu_s']} s "
                 f"({figures['floor']['storage_cpu_ms_per_answer']} ms an answer) for the floor, "
                 f"{figures['ours']['storage_cpu_s']} s ({figures['ours']['storage_cpu_ms_per_answer']} ms) for ours",
+                flush=True,
+            )
+            print(
+                f"  {args.callers} callers = {figures['overload']} x what storage answers inside the budget "
+                f"({floor_per_s:.1f}/s x {BUDGET_SECONDS:.0f} s); ours against every answer of the floor's: "
+                f"{figures['ratio_of_every_floor_answer']}"
+                + ("" if figures["overload"] > 1 else "; not past overload: raise --callers or --filler"),
                 flush=True,
             )
     finally:
