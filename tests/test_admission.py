@@ -212,6 +212,34 @@ def test_the_limit_falls_when_latency_rises_and_rises_again_when_it_falls() -> N
     assert (steady, admission.current_limit) == (16, 16) and slowed < 8
 
 
+def test_the_limit_holds_while_the_worker_loop_lags_and_storage_does_not() -> None:
+    """A flood's CPU work on the worker's own loop (here a callback that keeps the loop 30 ms a
+    turn) makes 5 ms units take several times their best: a cut would serve fewer answers and
+    not shorten the loop, so the limit holds; the same slowdown from storage cuts it (above)."""
+
+    async def scenario() -> Admission:
+        admission = await _primed(8, seconds=0.005)
+        loop = asyncio.get_running_loop()
+        hogging = True
+
+        def hog() -> None:
+            if hogging:
+                until = time.perf_counter() + 0.03
+                while time.perf_counter() < until:
+                    pass
+                loop.call_soon(hog)
+
+        loop.call_soon(hog)
+        try:
+            await asyncio.gather(*(_work(admission, "reader", 0.005) for _ in range(48)))
+        finally:
+            hogging = False
+        return admission
+
+    admission = run(scenario)
+    assert admission.current_limit == 8 and admission.held > 0
+
+
 def test_a_queue_that_storage_serves_in_the_budget_is_not_refused_when_the_limit_is_cut() -> None:
     """Storage that serves one request at a time (Azurite, a hot partition): each unit takes
     longer the more are in flight, so service times measured at 8 in flight, divided among the

@@ -30,6 +30,11 @@ scans), a queue longer than the budget makes nearly every request expire in it. 
   how loaded storage is, so only readers' units move the limit; and only units that made a storage
   call: a request that reads nothing would pass for storage answering in no time.)
   `STORAGE_MAX_CONCURRENT_READS` is its ceiling (0: no limit and no admission).
+- **Unless the worker is the bottleneck.** A unit's time includes the waits of its continuations
+  on the worker's event loop. Under a flood the loop itself lags (each refusal is CPU work), the
+  units' times grow though storage is idle, and a cut would only serve fewer answers while the
+  flood goes on. So arrivals probe the loop's lag (a callback's wait for its turn), and while it
+  is at least `LAG_SHARE` of storage's best service time the limit holds: neither cut nor grown.
 """
 
 from __future__ import annotations
@@ -66,6 +71,10 @@ WINDOW_SECONDS = 60.0
 """How long the best recent service time is remembered (in six buckets)."""
 SMOOTHING = 0.2
 """Weight of a new sample in the service-time estimate."""
+LAG_SHARE = 0.5
+"""While the event loop's lag is at least this share of readers' best service time, the limit holds."""
+LAG_PROBE_SECONDS = 0.01
+"""Arrivals probe the loop's lag at most this often."""
 FRESH_SECONDS = 1.0
 """How long a measured drain rate of a queue stays current once the queue stops draining."""
 
@@ -155,6 +164,13 @@ class Admission:
         """Units refused at arrival so far."""
         self.left = 0
         """Units that left the queue so far because their estimate stopped holding."""
+        self.lag = 0.0
+        """The event loop's lag as arrivals' probes measured it (smoothed), and when last."""
+        self._lag_seen_at = -math.inf
+        self._probe_sent_at = -math.inf
+        self._probe_pending = False
+        self.held = 0
+        """Times the limit held instead of moving, the loop lagging."""
 
     # ---- what callers use ------------------------------------------------------------------------
 
@@ -238,8 +254,35 @@ class Admission:
     def check(self, kind: Kind = "reader") -> None:
         """Refuse now (`Overloaded`) work of `kind` that would be refused at arrival: the pipeline
         asks before it validates a token, so a refusal under a flood costs next to nothing."""
-        if self.ceiling > 0 and (self._queues[kind] or not self._free_for(kind)):
-            self._refuse_if_late(kind)
+        if self.ceiling > 0:
+            self._probe_lag()
+            if self._queues[kind] or not self._free_for(kind):
+                self._refuse_if_late(kind)
+
+    def _probe_lag(self) -> None:
+        """How long a callback scheduled now waits for its turn on the running loop (at most one
+        probe in flight, and one every `LAG_PROBE_SECONDS`)."""
+        now = time.perf_counter()
+        # a probe whose loop ended before it ran is given up after FRESH_SECONDS
+        if now - self._probe_sent_at < (FRESH_SECONDS if self._probe_pending else LAG_PROBE_SECONDS):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._probe_sent_at, self._probe_pending = now, True
+        loop.call_soon(self._lag_seen, now)
+
+    def _lag_seen(self, sent: float) -> None:
+        now = time.perf_counter()
+        fresh = now - self._lag_seen_at < FRESH_SECONDS
+        self.lag = now - sent if not fresh else (1 - SMOOTHING) * self.lag + SMOOTHING * (now - sent)
+        self._lag_seen_at, self._probe_pending = now, False
+
+    def loop_lagging(self, best: float | None) -> bool:
+        """The worker's loop, not storage, sets the units' pace now."""
+        fresh = time.perf_counter() - self._lag_seen_at < FRESH_SECONDS
+        return best is not None and fresh and self.lag >= LAG_SHARE * best
 
     def _refuse_if_late(self, kind: Kind) -> None:
         service = self._service[kind].estimate
@@ -258,6 +301,7 @@ class Admission:
 
     async def _acquire(self, kind: Kind) -> None:
         _only_in_time()
+        self._probe_lag()
         if not self._queues[kind] and self._free_for(kind):
             self.busy[kind] += 1
             return
@@ -336,6 +380,10 @@ class Admission:
         if kind != "reader":
             # a writer's calls differ too much in cost (a point read, a 100-operation transaction)
             # for their best to say what storage's latency is: readers' units set the limit
+            self._dispatch()
+            return
+        if self.loop_lagging(service.best):
+            self.held += 1
             self._dispatch()
             return
         gradient = 1.0
