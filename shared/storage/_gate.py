@@ -165,7 +165,7 @@ class Admission:
         self.left = 0
         """Units that left the queue so far because their estimate stopped holding."""
         self.lag = 0.0
-        """The event loop's lag as arrivals' probes measured it (smoothed), and when last."""
+        """The event loop's lag as arrivals' probes measured it (smoothed)."""
         self._lag_seen_at = -math.inf
         self._probe_sent_at = -math.inf
         self._probe_pending = False
@@ -275,14 +275,16 @@ class Admission:
 
     def _lag_seen(self, sent: float) -> None:
         now = time.perf_counter()
-        fresh = now - self._lag_seen_at < FRESH_SECONDS
-        self.lag = now - sent if not fresh else (1 - SMOOTHING) * self.lag + SMOOTHING * (now - sent)
+        lag = now - sent
+        self.lag = (1 - SMOOTHING) * self.lag + SMOOTHING * lag if self._lag_fresh(now) else lag
         self._lag_seen_at, self._probe_pending = now, False
+
+    def _lag_fresh(self, now: float) -> bool:
+        return now - self._lag_seen_at < FRESH_SECONDS
 
     def loop_lagging(self, best: float | None) -> bool:
         """The worker's loop, not storage, sets the units' pace now."""
-        fresh = time.perf_counter() - self._lag_seen_at < FRESH_SECONDS
-        return best is not None and fresh and self.lag >= LAG_SHARE * best
+        return best is not None and self._lag_fresh(time.perf_counter()) and self.lag >= LAG_SHARE * best
 
     def _refuse_if_late(self, kind: Kind) -> None:
         service = self._service[kind].estimate
@@ -377,21 +379,22 @@ class Admission:
         now = time.monotonic()
         service = self._service[kind]
         service.add(held, now)
-        if kind != "reader":
-            # a writer's calls differ too much in cost (a point read, a 100-operation transaction)
-            # for their best to say what storage's latency is: readers' units set the limit
-            self._dispatch()
-            return
-        if self.loop_lagging(service.best):
-            self.held += 1
-            self._dispatch()
-            return
+        # a writer's calls differ too much in cost (a point read, a 100-operation transaction) for
+        # their best to say what storage's latency is: readers' units set the limit
+        if kind == "reader":
+            if self.loop_lagging(service.best):
+                self.held += 1
+            else:
+                self.limit = self._next_limit(service)
+        self._dispatch()  # a higher limit admits waiters at once
+
+    def _next_limit(self, service: _Service) -> float:
+        """Cut by the gradient of best to current service time, or grown by about its square root."""
         gradient = 1.0
         if service.estimate and service.best is not None:
             gradient = min(1.0, max(0.5, TOLERANCE * service.best / service.estimate))
         proposed = self.limit * gradient + (math.sqrt(self.limit) if gradient >= 1.0 else 0.0)
-        self.limit = min(float(self.ceiling), max(1.0, (1 - SMOOTHING) * self.limit + SMOOTHING * proposed))
-        self._dispatch()  # a higher limit admits waiters at once
+        return min(float(self.ceiling), max(1.0, (1 - SMOOTHING) * self.limit + SMOOTHING * proposed))
 
 
 def _only_in_time() -> None:
