@@ -24,7 +24,7 @@ from devhost.server import DevHost
 from extensions import POINTS
 from shared.contract import install_points
 from shared.documents import validate_document
-from shared.http import reset_throttle, reset_validator
+from shared.http import reset_refusal_log, reset_throttle, reset_validator
 from shared.settings import Settings, reset_settings
 from shared.storage import InsightsStore, build_table_client, reset_store, write_documents
 
@@ -129,11 +129,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_store()
     reset_validator()
     reset_throttle()
+    reset_refusal_log()
     yield
     reset_settings()
     reset_store()
     reset_validator()
     reset_throttle()
+    reset_refusal_log()
 
 
 class LoopThread:

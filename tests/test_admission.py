@@ -20,6 +20,7 @@ import pytest
 
 import shared.storage
 from devhost.azurite import Azurite
+from shared.http import RefusalLog
 from shared.http import unavailable as as_answered
 from shared.runtime import request_deadline
 from shared.storage import Admission
@@ -355,11 +356,28 @@ def test_a_refusal_is_a_503_that_says_the_service_is_overloaded() -> None:
     assert answered.error_code == "SERVICE_UNAVAILABLE" and "overloaded" in answered.message
 
 
+def test_refusals_are_logged_once_a_second_each_line_saying_how_many_it_stands_for(
+    log_lines: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    refusals = RefusalLog(every=1.0, clock=lambda: now[0])
+    refusal = as_answered(Overloaded("reader work refused at arrival"))
+    for n in range(100):  # a flood: 100 refusals in half a second
+        now[0] = n * 0.005
+        refusals.log(refusal)
+    now[0] = 1.2
+    refusals.log(refusal)
+    lines = [r for r in log_lines.records if "refused at arrival" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["WARNING", "WARNING"]  # a shed, not a fault
+    assert "more refused" not in lines[0].getMessage()
+    assert lines[1].getMessage().endswith("(and 99 more refused since the last such line)")
+
+
 # ---- through the service -------------------------------------------------------------------------
 
 
 def test_a_flood_against_slow_storage_gets_answers_or_an_immediate_refusal_and_refused_requests_read_nothing(
-    service: Service, azurite: Azurite
+    service: Service, azurite: Azurite, log_lines: pytest.LogCaptureFixture
 ) -> None:
     """Storage serves one request at a time, 50 ms each (20 a second); 40 callers at once with a
     1.5 s budget: what can finish in the budget is admitted, the rest refused at arrival."""
@@ -400,3 +418,9 @@ def test_a_flood_against_slow_storage_gets_answers_or_an_immediate_refusal_and_r
     assert all(r.headers["Retry-After"] == "1" for r in refused)
     # storage calls came from the answered requests only
     assert calls <= len(answered) * calls_per_answer
+    # each refusal is traceable by its own summary line; their detail is one line a second, not one each
+    messages = [r.getMessage() for r in log_lines.records]
+    for r in refused:
+        assert any(f"request_id={r.headers['x-ms-client-request-id']} " in m and "status=503" in m for m in messages)
+    details = [m for m in messages if "SERVICE_UNAVAILABLE" in m]
+    assert 1 <= len(details) < len(refused) or len(refused) == 1, details

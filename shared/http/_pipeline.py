@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import math
 import threading
 import time
 import uuid
@@ -53,6 +54,7 @@ __all__ = [
     "get_throttle",
     "get_validator",
     "operation",
+    "reset_refusal_log",
     "reset_throttle",
     "reset_validator",
     "unavailable",
@@ -276,7 +278,7 @@ async def _run_scoped(
         except ApiException as exc:
             response = _error_response(exc, request_id)
         except StorageError as exc:
-            response = _error_response(unavailable(exc), request_id)
+            response = _error_response(unavailable(exc), request_id, shed=isinstance(exc, Overloaded))
         except Exception:
             logger.exception("unhandled error in %s", spec.operation_id)
             response = _error_response(InternalServerError(), request_id)
@@ -360,7 +362,7 @@ async def _handle(
     except ApiException as exc:
         return _error_response(exc, request_id)
     except StorageError as exc:
-        return _error_response(unavailable(exc), request_id)
+        return _error_response(unavailable(exc), request_id, shed=isinstance(exc, Overloaded))
     except Exception:
         logger.exception("unhandled error in %s", spec.operation_id)
         return _error_response(InternalServerError(), request_id)
@@ -446,8 +448,48 @@ def _name_resource_metadata(response: func.HttpResponse, req: func.HttpRequest, 
     response.headers["WWW-Authenticate"] = f'{challenge}{sep}resource_metadata="{where}"'
 
 
-def _error_response(exc: ApiException, request_id: str) -> func.HttpResponse:
-    if exc.status >= 500:
+class RefusalLog:
+    """Admission's refusals come in floods (callers that re-send at once past overload: thousands
+    a second on one instance). Each is a deliberate shed, not a fault, and each request already
+    has its own summary line (`status=503`, its request id), so the refusal's detail is logged at
+    most once per `every` seconds, as a warning that says how many refusals it stands for: a line
+    per refusal was a sixteenth of the worker's CPU under such a flood, and as many traces in
+    Application Insights as refusals."""
+
+    def __init__(self, every: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self._clock = every, clock
+        self._lock = threading.Lock()
+        self._last = -math.inf
+        self._folded = 0
+
+    def log(self, exc: ApiException) -> None:
+        now = self._clock()
+        with self._lock:
+            if now - self._last < self.every:
+                self._folded += 1
+                return
+            folded, self._folded, self._last = self._folded, 0, now
+        logger.warning(
+            "%s %s: %s%s",
+            exc.status,
+            exc.error_code,
+            exc.log_detail or exc.message,
+            f" (and {folded} more refused since the last such line)" if folded else "",
+        )
+
+
+_refusals = RefusalLog()
+
+
+def reset_refusal_log() -> None:
+    global _refusals
+    _refusals = RefusalLog()
+
+
+def _error_response(exc: ApiException, request_id: str, *, shed: bool = False) -> func.HttpResponse:
+    if shed:
+        _refusals.log(exc)
+    elif exc.status >= 500:
         logger.error("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
     else:
         logger.warning("%s %s: %s", exc.status, exc.error_code, exc.log_detail or exc.message)
