@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.overload import Tally
 from bench.run import POINTS_PER_RECORD, compare, markdown, synthetic
 from shared.documents import validate_document
 
@@ -114,3 +115,15 @@ def test_the_deployed_concurrency_default_is_what_the_committed_figures_give() -
     mapped = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
     assert mapped["httpPerInstanceConcurrency"]["value"] == f"${{HTTP_PER_INSTANCE_CONCURRENCY={value}}}"
     assert f"default **{value}**" in (ROOT / "docs" / "operations.md").read_text()
+
+
+def test_the_overload_bench_counts_an_answer_in_the_window_it_arrived_in() -> None:
+    """A read still queued at storage when the callers stop arrives after the window: counted on
+    its own, not as the window's goodput (it flattered the floor, whose callers all wait)."""
+    tally = Tally(end=10.0)
+    tally.answered(elapsed=1.0, now=5.0)  # inside the budget, in the window
+    tally.answered(elapsed=6.0, now=9.0)  # late, in the window
+    tally.answered(elapsed=2.0, now=11.0)  # inside the budget, but after the window
+    figures = tally.figures(seconds=10.0)
+    assert (figures["inside_budget"], figures["answers"], figures["answers_after_window"]) == (1, 2, 1)
+    assert (figures["answers_per_s"], figures["inside_budget_per_s"]) == (0.2, 0.1)
