@@ -454,7 +454,8 @@ class RefusalLog:
     has its own summary line (`status=503`, its request id), so the refusal's detail is logged at
     most once per `every` seconds, as a warning that says how many refusals it stands for: a line
     per refusal was a sixteenth of the worker's CPU under such a flood, and as many traces in
-    Application Insights as refusals."""
+    Application Insights as refusals. The refusals after a flood's last line are counted by the
+    next refusal's line, whenever that comes; until then only their own summary lines say so."""
 
     def __init__(self, every: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.every, self._clock = every, clock
