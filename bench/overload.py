@@ -99,7 +99,7 @@ class Tally:
     counts where it arrives: one that arrives after the window (a read still queued at storage
     when the callers stopped) is set apart, not added to the window's figures. Counting those
     flattered the floor, whose callers each have a read queued at the end: at 790 callers and
-    40 s, up to 790 of some 2,800 answers."""
+    40 s, 790 answers on top of the 2,580 in the window."""
 
     def __init__(self, end: float) -> None:
         self.end = end

@@ -278,7 +278,7 @@ async def _run_scoped(
         except ApiException as exc:
             response = _error_response(exc, request_id)
         except StorageError as exc:
-            response = _error_response(unavailable(exc), request_id, shed=isinstance(exc, Overloaded))
+            response = _storage_failure(exc, request_id)
         except Exception:
             logger.exception("unhandled error in %s", spec.operation_id)
             response = _error_response(InternalServerError(), request_id)
@@ -362,7 +362,7 @@ async def _handle(
     except ApiException as exc:
         return _error_response(exc, request_id)
     except StorageError as exc:
-        return _error_response(unavailable(exc), request_id, shed=isinstance(exc, Overloaded))
+        return _storage_failure(exc, request_id)
     except Exception:
         logger.exception("unhandled error in %s", spec.operation_id)
         return _error_response(InternalServerError(), request_id)
@@ -485,6 +485,11 @@ _refusals = RefusalLog()
 def reset_refusal_log() -> None:
     global _refusals
     _refusals = RefusalLog()
+
+
+def _storage_failure(exc: StorageError, request_id: str) -> func.HttpResponse:
+    """A storage failure's answer: admission's refusal is a shed, logged as one (`RefusalLog`)."""
+    return _error_response(unavailable(exc), request_id, shed=isinstance(exc, Overloaded))
 
 
 def _error_response(exc: ApiException, request_id: str, *, shed: bool = False) -> func.HttpResponse:
